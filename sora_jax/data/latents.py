@@ -1,0 +1,36 @@
+"""Encode videos to VAE latents once (grouped by shape, so each shape compiles once)."""
+from collections import defaultdict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sora_jax.data.transforms import to_model_range
+
+
+def encode_videos(vae, params, videos, batch_size=16):
+  """uint8 videos of any (T, H, W) -> [(mean, std)] float32 latents, in input order."""
+  encode = jax.jit(lambda p, v: vae.apply({"params": p}, v, method="encode"))
+  by_shape = defaultdict(list)
+  for i, video in enumerate(videos):
+    by_shape[video.shape].append(i)
+  out = [None] * len(videos)
+  for indices in by_shape.values():
+    for start in range(0, len(indices), batch_size):
+      chunk = indices[start:start + batch_size]
+      batch = np.stack([to_model_range(videos[i]) for i in chunk])
+      pad = batch_size - len(chunk)  # a fixed batch keeps one compilation per shape
+      batch = np.concatenate([batch, np.repeat(batch[:1], pad, 0)]) if pad else batch
+      mean, logvar = jax.device_get(encode(params, jnp.asarray(batch)))
+      std = np.exp(0.5 * np.clip(logvar, -30.0, 20.0))
+      for j, i in enumerate(chunk):
+        out[i] = (mean[j], std[j])
+  return out
+
+
+def channel_stats(latents):
+  """Per-channel (mean, std) of posterior samples (mean and spread of the posterior means plus
+  the posterior's own variance): the DiT trains on latents standardised by these."""
+  means = np.concatenate([m.reshape(-1, m.shape[-1]) for m, _ in latents])
+  variances = np.concatenate([np.square(s).reshape(-1, s.shape[-1]) for _, s in latents])
+  return means.mean(0), np.sqrt(means.var(0) + variances.mean(0)) + 1e-6

@@ -1,0 +1,118 @@
+"""The sampling pipeline used by the CLI and by evaluation.
+
+prompts + (frames, height, width) -> noise tokens packed into rows -> guided sampler ->
+unpatchify -> VAE decode in temporal chunks -> uint8 videos. Each prompt's noise comes from
+fold_in(seed, prompt index), and the DiT output does not depend on what shares the row, so a
+prompt's video is the same whichever prompts it is sampled with.
+"""
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL, ConfigError, check_video_size
+from sora_jax.data.packing import first_fit, pack, unpack
+from sora_jax.data.transforms import to_uint8
+from sora_jax.diffusion import make_objective, resolution_shift
+from sora_jax.diffusion.sampling import guided, sample
+from sora_jax.models.build import build_dit, build_vae
+from sora_jax.models.patch import grid_positions, patch_grid, patchify, unpatchify
+from sora_jax.models.text import tokenize
+from sora_jax.models.vae import decode_chunked
+from sora_jax.train.checkpoint import Checkpointer
+
+CONFIG_FILE = "config.json"
+
+
+class CheckpointMissing(ValueError):
+  pass
+
+
+@dataclasses.dataclass
+class Pipeline:
+  config: ml_collections.ConfigDict
+  vae: object
+  vae_params: object
+  dit: object
+  dit_params: object
+  latent_stats: tuple
+
+  @classmethod
+  def load(cls, workdir):
+    """Rebuild models from workdir/config.json and restore the latest EMA weights."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+      raise CheckpointMissing(f"{workdir}: no {CONFIG_FILE}; run `sora-jax train --workdir={workdir}` first")
+    with open(path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+    states = {}
+    for name in ("vae", "dit"):
+      ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name))
+      step = ckpt.latest_step()
+      if step is None:
+        raise CheckpointMissing(f"{workdir}: no {name} checkpoint; run `sora-jax train --workdir={workdir}` first")
+      states[name] = ckpt.manager.restore(step)["ema_params"]
+      ckpt.close()
+    with open(os.path.join(workdir, "latent_stats.json")) as f:
+      stats = json.load(f)
+    return cls(config, build_vae(config.vae), states["vae"], build_dit(config), states["dit"],
+               (np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)))
+
+  def generate(self, prompts, *, num_frames, height, width, steps, guidance, seed):
+    """list[str] -> list of uint8 [num_frames, height, width, 3]."""
+    c = self.config
+    patch = tuple(c.model.patch)
+    check_video_size(num_frames, height, width, patch, what="requested size")
+    if not prompts or any(not p.strip() for p in prompts):
+      raise ConfigError("prompt is empty: give a caption such as --prompt='a red circle moves to the right'")
+    latent_shape = (1 + (num_frames - 1) // VAE_TEMPORAL, height // VAE_SPATIAL, width // VAE_SPATIAL,
+                    c.vae.latent_channels)
+    grid = patch_grid(latent_shape[:3], patch)
+    key = jax.random.key(seed)
+    ids = tokenize(prompts, c.model.text.max_len, c.model.text.vocab_size)
+    examples = [{"tokens": patchify(np.asarray(jax.random.normal(jax.random.fold_in(key, i), latent_shape)), patch),
+                 "positions": grid_positions(grid), "grid": np.array(grid, np.int32), "text_ids": ids[i]}
+                for i in range(len(prompts))]
+    batch, places = self._pack(examples)
+    tokens = self._sample(batch, steps, float(guidance))
+    videos = []
+    for t in unpack(np.asarray(tokens), examples, places):
+      z = unpatchify(t, grid, patch, c.vae.latent_channels) * self.latent_stats[1] + self.latent_stats[0]
+      video = decode_chunked(self.vae, self.vae_params, jnp.asarray(z[None]), chunk_latents=c.sample.chunk_latents)
+      videos.append(to_uint8(np.asarray(video[0])))
+    return videos
+
+  def _pack(self, examples):
+    """Rows of the training length (longer if one example needs it); as many rows as needed."""
+    t = self.config.train
+    n = len(examples[0]["tokens"])
+    row_length = max(t.row_length, -(-n // 128) * 128)
+    rows = 1
+    while True:
+      places = first_fit([len(e["tokens"]) for e in examples], rows=rows, row_length=row_length,
+                         max_per_row=t.max_per_row)
+      if all(p is not None for p in places):
+        return pack(examples, places, rows=rows, row_length=row_length, max_per_row=t.max_per_row), places
+      rows += 1
+
+  def _sample(self, batch, steps, guidance):
+    c = self.config
+    objective = make_objective(c.diffusion)
+    b = {k: jnp.asarray(v) for k, v in batch.items()}
+    null_ids = jnp.broadcast_to(jnp.asarray(tokenize([""], c.model.text.max_len, c.model.text.vocab_size)[0]),
+                                b["text_ids"].shape)
+
+    @jax.jit
+    def run(params, b, null_ids):
+      apply = lambda *a: self.dit.apply({"params": params}, *a)
+      denoise = guided(apply, guidance, b["segment_ids"], b["positions"], b["cond_mask"])
+      shift = resolution_shift(jnp.prod(b["grid"], -1), c.diffusion.shift_base_tokens)
+      times = objective.sampling_times(steps, shift)
+      return sample(objective, denoise, b["tokens"], times, b["segment_ids"],
+                    b["cond_mask"], b["tokens"], b["text_ids"], null_ids)
+
+    return run(self.dit_params, b, null_ids)

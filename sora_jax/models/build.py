@@ -1,0 +1,23 @@
+"""Models from config sections: the one place that turns config fields into modules."""
+from sora_jax.models.dit import DiT
+from sora_jax.models.text import HashedWordEncoder
+from sora_jax.models.vae import CausalVAE
+
+
+def build_vae(vae_cfg):
+  return CausalVAE(latent_channels=vae_cfg.latent_channels, base_channels=vae_cfg.base_channels,
+                   channel_mult=tuple(vae_cfg.channel_mult), num_res_blocks=vae_cfg.num_res_blocks,
+                   temporal_downsample=tuple(vae_cfg.temporal_downsample))
+
+
+def patch_dim(config):
+  pt, ph, pw = config.model.patch
+  return pt * ph * pw * config.vae.latent_channels
+
+
+def build_dit(config):
+  m, t = config.model, config.model.text
+  text = HashedWordEncoder(t.vocab_size, t.width, t.depth, t.num_heads)
+  return DiT(patch_dim(config), text, width=m.width, depth=m.depth, num_heads=m.num_heads,
+             mlp_ratio=m.mlp_ratio, attention_patterns=tuple(m.attention_patterns),
+             pos_emb=m.pos_emb, qk_norm=m.qk_norm, attention_impl=m.attention_impl)

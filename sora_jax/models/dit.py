@@ -1,0 +1,129 @@
+"""Diffusion transformer over packed spacetime tokens (the contract of ARCHITECTURE.md).
+
+Each row of the batch holds up to E examples, told apart by segment ids (0 = padding).
+Per-example values (timestep, caption) reach tokens by gathering with segment ids, so an
+example's output is the same alone in a row or packed with others.
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from sora_jax.nn.embeddings import rope_3d, separable_sincos, timestep_embedding
+from sora_jax.nn.layers import Attention, Mlp, modulate
+
+ATTENTION_PATTERNS = ("full", "spatial", "temporal")
+POSITION_EMBEDDINGS = ("rope", "sincos")
+MAX_EXAMPLES_PER_ROW = 2047  # keeps the temporal-pattern ids below 2**31
+
+
+def pattern_segment_ids(segment_ids, positions, pattern):
+  """Attention patterns as segment ids: full 3D = example; spatial = (example, frame);
+  temporal = (example, h, w). Padding (segment 0) stays 0 in every pattern."""
+  t, h, w = positions[..., 0], positions[..., 1], positions[..., 2]
+  if pattern == "full":
+    return segment_ids
+  if pattern == "spatial":
+    return jnp.where(segment_ids > 0, segment_ids * (1 << 16) + t, 0)
+  if pattern == "temporal":
+    return jnp.where(segment_ids > 0, segment_ids * (1 << 20) + h * (1 << 10) + w, 0)
+  raise ValueError(f"unknown attention pattern {pattern!r}; choose from {ATTENTION_PATTERNS}")
+
+
+def gather_examples(values, segment_ids):
+  """values [B, E, ...] -> [B, L, ...] by segment id; padding reads example 0 (masked later)."""
+  index = jnp.clip(segment_ids - 1, 0, values.shape[1] - 1)
+  index = index.reshape(index.shape + (1,) * (values.ndim - 2))
+  return jnp.take_along_axis(values, index, axis=1)
+
+
+def per_token_condition(values, segment_ids, cond_mask):
+  """values [B, E, 2, F] (noisy, clean) -> [B, L, F]: clean entry for conditioning tokens."""
+  b, e, _, f = values.shape
+  index = jnp.clip(segment_ids - 1, 0, e - 1) * 2 + cond_mask.astype(jnp.int32)
+  return jnp.take_along_axis(values.reshape(b, 2 * e, f), index[..., None], axis=1)
+
+
+class DiTBlock(nn.Module):
+  """adaLN-Zero block: self-attention, cross-attention to the caption, MLP."""
+  num_heads: int
+  mlp_ratio: float = 4.0
+  qk_norm: bool = True
+  dtype: Any = jnp.float32
+  attention_impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x, cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids):
+    width = x.shape[-1]
+    norm = lambda name: nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype, name=name)
+    mod = nn.Dense(6 * width, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="adaLN")(cond)
+    shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = jnp.split(
+        per_token_condition(mod, segment_ids, cond_mask), 6, axis=-1)
+    attn = lambda name: Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
+                                  implementation=self.attention_impl, name=name)
+    x = x + gate_a * attn("self_attn")(modulate(norm("ln_self")(x), shift_a, scale_a), attn_ids, rope=rope)
+    x = x + attn("cross_attn")(nn.LayerNorm(dtype=self.dtype, name="ln_cross")(x), segment_ids,
+                               context=text, context_segment_ids=text_ids)
+    h = modulate(norm("ln_mlp")(x), shift_m, scale_m)
+    return x + gate_m * Mlp(int(width * self.mlp_ratio), width, dtype=self.dtype, name="mlp")(h)
+
+
+class DiT(nn.Module):
+  """Text-conditioned diffusion transformer over packed rows.
+
+  Inputs (B rows, L tokens, E example slots, Lt caption tokens):
+    tokens [B, L, patch_dim], segment_ids [B, L], positions [B, L, 3], cond_mask [B, L],
+    timesteps [B, E] in [0, 1], text_ids [B, E, Lt] (ids for `text_encoder`).
+  Output: [B, L, patch_dim] (velocity / eps / v prediction, per the objective).
+  """
+  patch_dim: int
+  text_encoder: nn.Module
+  width: int = 256
+  depth: int = 6
+  num_heads: int = 4
+  mlp_ratio: float = 4.0
+  attention_patterns: Sequence[str] = ("full",)
+  pos_emb: str = "rope"
+  qk_norm: bool = True
+  dtype: Any = jnp.float32
+  attention_impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, tokens, segment_ids, positions, cond_mask, timesteps, text_ids):
+    b, e, lt = text_ids.shape
+    text, text_mask = self.text_encoder(text_ids.reshape(b * e, lt))
+    text = text.reshape(b, e, lt, -1)
+    text_mask = text_mask.reshape(b, e, lt)
+    # Caption tokens of example e carry segment id e + 1: cross-attention is block diagonal.
+    text_ids_flat = jnp.where(text_mask, jnp.arange(1, e + 1)[None, :, None], 0).reshape(b, e * lt)
+    pooled = (text * text_mask[..., None]).sum(2) / jnp.maximum(text_mask.sum(2, keepdims=True), 1)
+    context = nn.Dense(self.width, dtype=self.dtype, name="text_proj")(text.reshape(b, e * lt, -1))
+
+    def embed_time(t):
+      h = timestep_embedding(t, self.width).astype(self.dtype)
+      return Mlp(self.width, self.width, dtype=self.dtype, name="time_mlp")(h)
+
+    text_cond = Mlp(self.width, self.width, dtype=self.dtype, name="text_pool_mlp")(pooled)
+    # Slot 0: the example's noise level; slot 1: clean (t = 0), for conditioning tokens.
+    times = jnp.stack([timesteps, jnp.zeros_like(timesteps)], axis=2)
+    cond = nn.silu(embed_time(times) + text_cond[:, :, None])
+
+    x = nn.Dense(self.width, dtype=self.dtype, name="patch_embed")(tokens.astype(self.dtype))
+    rope = None
+    if self.pos_emb == "sincos":
+      x = x + separable_sincos(positions, self.width).astype(self.dtype)
+    else:
+      rope = rope_3d(positions, self.width // self.num_heads)
+    for i in range(self.depth):
+      pattern = self.attention_patterns[i % len(self.attention_patterns)]
+      x = DiTBlock(self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl,
+                   name=f"block_{i}")(x, cond, segment_ids, cond_mask,
+                                      pattern_segment_ids(segment_ids, positions, pattern),
+                                      rope, context, text_ids_flat)
+    final = nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                     name="final_adaLN")(cond)
+    shift, scale = jnp.split(per_token_condition(final, segment_ids, cond_mask), 2, axis=-1)
+    x = modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype, name="ln_final")(x),
+                 shift, scale)
+    out = nn.Dense(self.patch_dim, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="final")(x)
+    return out.astype(jnp.float32)

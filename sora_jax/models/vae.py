@@ -1,0 +1,310 @@
+"""Causal 3D video VAE (CogVideoX / Open-Sora style): 8x spatial, 4x temporal compression.
+
+Every operation only looks at the current and earlier frames, and frame 0 is encoded
+alone, so an image is a 1-frame video and latent frame j depends only on input
+frames 0 .. 4j. The same property makes chunked processing exact: each causal conv
+keeps the tail of its input in the ``'cache'`` collection and the next chunk uses it
+in place of padding, so ``encode_chunked`` / ``decode_chunked`` match one-shot
+``encode`` / ``decode`` while memory stays bounded by the chunk size.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_CACHE = "cache"
+_LOGVAR_RANGE = (-30.0, 20.0)
+
+
+def _streaming(module: nn.Module) -> bool:
+    """True inside chunked encode/decode: the cache collection is mutable (and this is not init)."""
+    return module.is_mutable_collection(_CACHE) and not module.is_initializing()
+
+
+def _first_chunk(module: nn.Module) -> bool:
+    """Whether frame 0 is in this call's input: one-shot, or the first chunk of a stream.
+
+    Streaming layers record that they have started with a marker in the cache.
+    """
+    if module.has_variable(_CACHE, "started"):
+        return False
+    if _streaming(module):
+        module.put_variable(_CACHE, "started", jnp.zeros((), jnp.bool_))
+    return True
+
+
+class CausalConv3d(nn.Module):
+    """3D conv whose temporal receptive field is the current and the 2 previous frames.
+
+    Time is padded on the front only, with copies of frame 0 (or, when streaming,
+    with the cached last frames of the previous chunk); space is padded 'SAME'.
+    """
+
+    features: int
+    kernel: tuple[int, int, int] = (3, 3, 3)
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kt, kh, kw = self.kernel
+        pad = kt - 1
+        if self.has_variable(_CACHE, "tail"):
+            front = self.get_variable(_CACHE, "tail").astype(x.dtype)
+        else:
+            front = jnp.repeat(x[:, :1], pad, axis=1)
+        x = jnp.concatenate([front, x], axis=1)
+        if _streaming(self):
+            self.put_variable(_CACHE, "tail", x[:, x.shape[1] - pad :])
+        return nn.Conv(
+            self.features,
+            self.kernel,
+            padding=((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)),
+            dtype=self.dtype,
+        )(x)
+
+
+class FrameGroupNorm(nn.Module):
+    """GroupNorm over (H, W, channel group) of each frame separately.
+
+    Statistics never mix frames, so a chunk normalises exactly as in the full video.
+    """
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, t, h, w, c = x.shape
+        y = nn.GroupNorm(num_groups=math.gcd(32, c), dtype=self.dtype)(x.reshape(b * t, h, w, c))
+        return y.reshape(x.shape)
+
+
+class ResBlock(nn.Module):
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        h = CausalConv3d(self.features, dtype=self.dtype)(nn.silu(FrameGroupNorm(self.dtype)(x)))
+        h = CausalConv3d(self.features, dtype=self.dtype)(nn.silu(FrameGroupNorm(self.dtype)(h)))
+        if x.shape[-1] != self.features:
+            x = nn.Dense(self.features, dtype=self.dtype)(x)
+        return x + h
+
+
+class Downsample(nn.Module):
+    """2x spatial (strided conv) and optionally 2x temporal: n frames -> 1 + (n - 1) / 2.
+
+    Temporal: frames are stacked in non-overlapping pairs along channels before the
+    conv; frame 0 is paired with a copy of itself so it stays alone.
+    """
+
+    temporal: bool
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, t, h, w, c = x.shape
+        if self.temporal:
+            if _first_chunk(self):
+                x = jnp.concatenate([x[:, :1], x], axis=1)
+                t += 1
+            x = x.reshape(b, t // 2, 2, h, w, c).transpose(0, 1, 3, 4, 2, 5)
+            x = x.reshape(b, t // 2, h, w, 2 * c)
+        return nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype)(x)
+
+
+class Upsample(nn.Module):
+    """Mirror of Downsample: nearest 2x spatial + conv; optionally each frame -> 2 frames.
+
+    Temporal: the conv emits 2x channels, split into two consecutive frames; frame 0
+    (encoded alone) keeps only the second of its pair.
+    """
+
+    temporal: bool
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, t, h, w, c = x.shape
+        x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+        x = nn.Conv(c * (2 if self.temporal else 1), (3, 3), padding="SAME", dtype=self.dtype)(x)
+        if self.temporal:
+            x = x.reshape(b, t, 2 * h, 2 * w, 2, c).transpose(0, 1, 4, 2, 3, 5)
+            x = x.reshape(b, 2 * t, 2 * h, 2 * w, c)
+            if _first_chunk(self):
+                x = x[:, 1:]
+        return x
+
+
+class Encoder(nn.Module):
+    out_channels: int
+    base_channels: int
+    channel_mult: tuple[int, ...]
+    num_res_blocks: int
+    temporal_downsample: tuple[bool, ...]
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = CausalConv3d(self.base_channels * self.channel_mult[0], dtype=self.dtype)(x)
+        for level, mult in enumerate(self.channel_mult):
+            for _ in range(self.num_res_blocks):
+                x = ResBlock(self.base_channels * mult, dtype=self.dtype)(x)
+            if level < len(self.temporal_downsample):
+                x = Downsample(self.temporal_downsample[level], dtype=self.dtype)(x)
+        features = x.shape[-1]
+        x = ResBlock(features, dtype=self.dtype)(x)  # middle blocks
+        x = ResBlock(features, dtype=self.dtype)(x)
+        x = nn.silu(FrameGroupNorm(self.dtype)(x))
+        return CausalConv3d(self.out_channels, dtype=self.dtype)(x)
+
+
+class Decoder(nn.Module):
+    base_channels: int
+    channel_mult: tuple[int, ...]
+    num_res_blocks: int
+    temporal_downsample: tuple[bool, ...]
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, z):
+        features = self.base_channels * self.channel_mult[-1]
+        x = CausalConv3d(features, dtype=self.dtype)(z)
+        x = ResBlock(features, dtype=self.dtype)(x)  # middle blocks
+        x = ResBlock(features, dtype=self.dtype)(x)
+        for level in reversed(range(len(self.channel_mult))):
+            for _ in range(self.num_res_blocks + 1):
+                x = ResBlock(self.base_channels * self.channel_mult[level], dtype=self.dtype)(x)
+            if level > 0:
+                x = Upsample(self.temporal_downsample[level - 1], dtype=self.dtype)(x)
+        x = nn.silu(FrameGroupNorm(self.dtype)(x))
+        return CausalConv3d(3, dtype=self.dtype)(x)
+
+
+class CausalVAE(nn.Module):
+    """Video [B, 1 + 4k, H, W, 3] in [-1, 1] <-> latent [B, 1 + k, H/8, W/8, latent_channels].
+
+    The compression factors follow the config: 2 ** (len(channel_mult) - 1) spatially
+    and 2 ** sum(temporal_downsample) temporally.
+    """
+
+    latent_channels: int = 16
+    base_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 1
+    temporal_downsample: tuple[bool, ...] = (False, True, True)
+    dtype: Any = jnp.float32  # compute dtype; params stay float32
+
+    @property
+    def spatial_factor(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** sum(self.temporal_downsample)
+
+    def setup(self):
+        if len(self.temporal_downsample) != len(self.channel_mult) - 1:
+            raise ValueError(
+                f"temporal_downsample has {len(self.temporal_downsample)} entries; it needs one per "
+                f"downsample, i.e. len(channel_mult) - 1 = {len(self.channel_mult) - 1}"
+            )
+        levels = (self.base_channels, self.channel_mult, self.num_res_blocks, self.temporal_downsample)
+        self.encoder = Encoder(2 * self.latent_channels, *levels, dtype=self.dtype)
+        self.decoder = Decoder(*levels, dtype=self.dtype)
+
+    def encode(self, video):
+        """Video -> (mean, logvar) of the diagonal Gaussian posterior, float32."""
+        # While streaming, chunks after the first have 4m frames: encode_chunked checks the whole video.
+        check_video_shape(self, video.shape, check_frames=not _streaming(self))
+        moments = self.encoder(video.astype(self.dtype)).astype(jnp.float32)
+        mean, logvar = jnp.split(moments, 2, axis=-1)
+        return mean, jnp.clip(logvar, *_LOGVAR_RANGE)
+
+    def decode(self, z):
+        """Latent [B, T', h, w, C] -> video [B, 1 + 4(T' - 1), 8h, 8w, 3], float32."""
+        if z.ndim != 5 or z.shape[-1] != self.latent_channels:
+            raise ValueError(
+                f"latent must have shape [B, T, h, w, {self.latent_channels}], got {tuple(z.shape)}"
+            )
+        return self.decoder(z.astype(self.dtype)).astype(jnp.float32)
+
+    def __call__(self, video, *, sample_rng=None):
+        """Returns (recon, mean, logvar); decodes a posterior sample if sample_rng is given."""
+        mean, logvar = self.encode(video)
+        z = mean
+        if sample_rng is not None:
+            z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(sample_rng, mean.shape)
+        return self.decode(z), mean, logvar
+
+
+def check_video_shape(vae: CausalVAE, shape, *, check_frames: bool = True) -> None:
+    """Raise one clear ValueError if `shape` is not a valid [B, 1 + 4k, H, W, 3] video."""
+    if len(shape) != 5 or shape[-1] != 3:
+        raise ValueError(f"video must have shape [B, T, H, W, 3], got {tuple(shape)}")
+    _, t, h, w, _ = shape
+    tf, sf = vae.temporal_factor, vae.spatial_factor
+    if check_frames and (t - 1) % tf:
+        raise ValueError(f"video has {t} frames; the causal VAE needs 1 + {tf}k frames")
+    for name, size in (("height", h), ("width", w)):
+        if size % sf:
+            raise ValueError(f"{name} {size} is not divisible by {sf}")
+
+
+def vae_loss(vae: CausalVAE, params, video, rng, *, kl_weight: float = 1e-6):
+    """Reconstruction (L1 + MSE) + kl_weight * KL. Returns (loss, metrics)."""
+    video = video.astype(jnp.float32)
+    recon, mean, logvar = vae.apply({"params": params}, video, sample_rng=rng)
+    err = recon - video
+    mse = jnp.mean(err**2)
+    l1 = jnp.mean(jnp.abs(err))
+    kl = 0.5 * jnp.mean(mean**2 + jnp.exp(logvar) - 1.0 - logvar)
+    # Named, already-weighted terms: perceptual / adversarial losses slot in here later.
+    terms = {"l1": l1, "mse": mse, "kl": kl_weight * kl}
+    loss = sum(terms.values())
+    psnr = 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))  # peak-to-peak range of [-1, 1] is 2
+    return loss, {"loss": loss, "recon": l1 + mse, "kl": kl, "psnr": psnr}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _stream_apply(vae, method, params, cache, x):
+    """One chunk with the causal cache; compiled once per (chunk shape, cache present)."""
+    out, state = vae.apply({"params": params, **cache}, x, method=method, mutable=[_CACHE])
+    return out, {_CACHE: state[_CACHE]}
+
+
+def _run_chunked(vae, params, x, method, chunk):
+    """Apply `method` to x[:, :1], then to chunks of `chunk` steps along time, carrying the cache."""
+    out, cache = _stream_apply(vae, method, params, {}, x[:, :1])
+    outs = [out]
+    for start in range(1, x.shape[1], chunk):
+        piece = x[:, start : start + chunk]
+        n = piece.shape[1]
+        if n < chunk:
+            # Pad the last chunk at the end: causality keeps the kept outputs exact, and
+            # a single chunk shape means a single compilation.
+            piece = jnp.concatenate([piece, jnp.repeat(piece[:, -1:], chunk - n, axis=1)], axis=1)
+        out, cache = _stream_apply(vae, method, params, cache, piece)
+        outs.append(jax.tree.map(lambda o: o[:, : o.shape[1] * n // chunk], out))
+    return jax.tree.map(lambda *o: jnp.concatenate(o, axis=1), *outs)
+
+
+def encode_chunked(vae: CausalVAE, params, video, *, chunk_latents: int = 2):
+    """Same as encode, but frame 0 alone then 4 * chunk_latents frames at a time."""
+    if chunk_latents < 1:
+        raise ValueError(f"chunk_latents must be >= 1, got {chunk_latents}")
+    check_video_shape(vae, video.shape)
+    return _run_chunked(vae, params, video, "encode", vae.temporal_factor * chunk_latents)
+
+
+def decode_chunked(vae: CausalVAE, params, z, *, chunk_latents: int = 2):
+    """Same as decode, but latent frame 0 alone then chunk_latents latent frames at a time."""
+    if chunk_latents < 1:
+        raise ValueError(f"chunk_latents must be >= 1, got {chunk_latents}")
+    return _run_chunked(vae, params, z, "decode", chunk_latents)

@@ -1,0 +1,45 @@
+"""The main job: VAE stage, DiT stage, then samples and the shapes evaluation."""
+import json
+import os
+
+from sora_jax.data.video_io import write_video
+from sora_jax.evaluation.shapes import analyse_video, eval_prompts, summarise
+from sora_jax.generate import CONFIG_FILE, Pipeline
+from sora_jax.train.dit_stage import train_dit
+from sora_jax.train.vae_stage import train_vae
+
+
+def write_json(path, obj):
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+def train_and_evaluate(config, workdir):
+  os.makedirs(workdir, exist_ok=True)
+  write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+  vae, vae_params = train_vae(config, workdir)
+  dit, dit_params, stats = train_dit(config, workdir, vae, vae_params)
+  write_json(os.path.join(workdir, "latent_stats.json"),
+             {"mean": stats[0].tolist(), "std": stats[1].tolist()})
+  pipe = Pipeline(config, vae, vae_params, dit, dit_params, stats)
+  s = config.sample
+  return evaluate(pipe, workdir, num_frames=s.num_frames, height=s.height, width=s.width,
+                  steps=s.steps, guidance=s.guidance, seed=0)
+
+
+def evaluate(pipe, workdir, *, num_frames, height, width, steps, guidance, seed):
+  """Sample the held-out prompt set, write the videos, score colour/direction/shape."""
+  prompts = eval_prompts(num_frames=num_frames, height=height, width=width)
+  videos = pipe.generate([p["caption"] for p in prompts], num_frames=num_frames, height=height,
+                         width=width, steps=steps, guidance=guidance, seed=seed)
+  results = []
+  for i, (p, video) in enumerate(zip(prompts, videos)):
+    write_video(os.path.join(workdir, "samples", f"{i:02d}_{p['colour']}_{p['shape']}_{p['direction']}.mp4"),
+                video, fps=pipe.config.sample.fps)
+    r = analyse_video(video, p["colour"], p["direction"], p["shape"])
+    results.append({k: r[k] for k in ("colour_ok", "direction_ok", "shape_ok", "dominant_colour", "direction", "shape")}
+                   | {"caption": p["caption"]})
+  summary = summarise(results)
+  write_json(os.path.join(workdir, "eval.json"), {"summary": summary, "results": results})
+  return summary

@@ -1,0 +1,27 @@
+"""Orbax checkpoints of a train state; only complete (finalized) checkpoints are ever read."""
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  def __init__(self, directory, max_to_keep=2):
+    self.manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def restore(self, like, step=None):
+    """Restore into the structure (and shardings) of `like`; None if there is no checkpoint."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def save(self, step, state):
+    self.manager.save(step, args=ocp.args.StandardSave(state))
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()

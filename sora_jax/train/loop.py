@@ -1,0 +1,53 @@
+"""The generic train loop shared by every stage: resume, step, log, checkpoint."""
+import os
+import time
+
+import jax
+import numpy as np
+import tqdm
+from tensorboardX import SummaryWriter
+
+from sora_jax.train.checkpoint import Checkpointer
+
+
+def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_every, checkpoint_every):
+  """Run `train_step` from the last checkpoint of stage `name` up to `num_steps`.
+
+  batch_at(step) -> (batch, host_metrics) must be deterministic in step, so a resumed run sees
+  exactly the batches an uninterrupted one would. train_step(state, batch, rng) -> (state, metrics).
+  """
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name))
+  restored = ckpt.restore(state)
+  state = state if restored is None else restored
+  start = int(state.step)
+  if start >= num_steps:
+    ckpt.close()
+    return state
+  writer = SummaryWriter(os.path.join(workdir, "tensorboard", name))
+  key = jax.random.key(seed)
+  bar = tqdm.tqdm(total=num_steps, initial=start, desc=name, unit="step", dynamic_ncols=True)
+  last_time, last_step = time.perf_counter(), start
+  for step in range(start, num_steps):
+    batch, host_metrics = batch_at(step)
+    state, metrics = train_step(state, batch, jax.random.fold_in(key, step))
+    done = step + 1
+    if done % log_every == 0 or done == num_steps:
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      now = time.perf_counter()
+      metrics["steps_per_sec"] = (done - last_step) / (now - last_time)
+      last_time, last_step = now, done
+      for k, v in {**metrics, **host_metrics}.items():
+        writer.add_scalar(f"{name}/{k}", v, done)
+      bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_sec=f"{metrics['steps_per_sec']:.2f}")
+    bar.update(1)
+    if done % checkpoint_every == 0 or done == num_steps:
+      ckpt.save(done, state)
+  bar.close()
+  writer.close()
+  ckpt.close()
+  return state
+
+
+def host_rng(seed, stream, step):
+  """numpy Generator for the data of one step: independent of how many steps ran before."""
+  return np.random.default_rng([seed, stream, step])

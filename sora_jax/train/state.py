@@ -1,0 +1,35 @@
+"""Train state and optimizer."""
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  ema_params: Any   # exponential moving average of params, used for sampling
+  opt_state: Any
+
+
+def make_optimizer(*, lr, warmup, total_steps, weight_decay=0.0, grad_clip=1.0):
+  """AdamW, linear warmup then cosine decay to 10 % of lr, global-norm clipping."""
+  schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(total_steps, warmup + 1),
+                                                end_value=0.1 * lr)
+  return optax.chain(optax.clip_by_global_norm(grad_clip),
+                     optax.adamw(schedule, b2=0.99, weight_decay=weight_decay)), schedule
+
+
+def create_state(params, tx):
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
+                    opt_state=tx.init(params))
+
+
+def apply_gradients(state, grads, tx, ema_decay):
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state.ema_params, params)
+  return state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
