@@ -1,5 +1,7 @@
 """Causal 3D VAE: shapes, causality, chunked == one-shot, shape errors, training signal."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,7 +72,9 @@ def test_decoder_is_causal(params):
 
 @pytest.mark.parametrize("chunk_latents", [1, 2])
 def test_chunked_matches_one_shot(params, chunk_latents):
-    video = _video(3, 17)
+    # 32x32 frames: at 16x16 the 2x2 latent makes GroupNorm amplify float32 rounding
+    # noise (which differs between chunk shapes) to ~1e-5; in float64 the match is exact.
+    video = _video(3, 17, 32, 32)
     mean, logvar = _encode(params, video)
     mean_c, logvar_c = encode_chunked(VAE, params, video, chunk_latents=chunk_latents)
     np.testing.assert_allclose(mean_c, mean, atol=1e-5)
@@ -87,15 +91,15 @@ def test_chunked_matches_one_shot(params, chunk_latents):
         ((1, 6, 16, 16, 3), "video has 6 frames; the causal VAE needs 1 + 4k frames"),
         ((1, 5, 30, 16, 3), "height 30 is not divisible by 8"),
         ((1, 5, 16, 20, 3), "width 20 is not divisible by 8"),
-        ((5, 16, 16, 3), r"video must have shape \[B, T, H, W, 3\]"),
-        ((1, 5, 16, 16, 4), r"video must have shape \[B, T, H, W, 3\]"),
+        ((5, 16, 16, 3), "video must have shape [B, T, H, W, 3]"),
+        ((1, 5, 16, 16, 4), "video must have shape [B, T, H, W, 3]"),
     ],
 )
 def test_bad_video_shape_raises(params, shape, message):
     video = jnp.zeros(shape)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         VAE.apply({"params": params}, video, method="encode")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         encode_chunked(VAE, params, video)
 
 
