@@ -19,23 +19,24 @@ def get_config(arg=None):
 
   c.vae = ml_collections.ConfigDict()
   c.vae.latent_channels = 16
-  c.vae.base_channels = 32
+  c.vae.base_channels = 16
   c.vae.channel_mult = (1, 2, 2, 4)
   c.vae.num_res_blocks = 1
   c.vae.temporal_downsample = (False, True, True)
   c.vae.kl_weight = 1e-4
 
   c.vae_train = ml_collections.ConfigDict()
-  c.vae_train.steps = 600
+  c.vae_train.steps = 300
   c.vae_train.batch_size = 8
   c.vae_train.clip_frames = 9
   c.vae_train.clip_size = 32
-  c.vae_train.lr = 1e-3
+  c.vae_train.lr = 5e-4
   c.vae_train.warmup = 50
+  c.vae_train.pca_batches = 32       # batches whose PCA initialises the VAE's linear path
 
   c.model = ml_collections.ConfigDict()
   c.model.patch = (1, 2, 2)
-  c.model.width = 192
+  c.model.width = 128
   c.model.depth = 4
   c.model.num_heads = 4
   c.model.mlp_ratio = 4.0
@@ -60,7 +61,7 @@ def get_config(arg=None):
   c.diffusion.prediction = "eps"           # ddpm only: eps | v
 
   c.train = ml_collections.ConfigDict()
-  c.train.steps = 2000
+  c.train.steps = 1500
   c.train.rows = 4                         # B: packed rows per step
   c.train.row_length = 256                 # L: tokens per row
   c.train.max_per_row = 16                 # E: example slots per row
@@ -92,6 +93,7 @@ def get_config(arg=None):
     c.vae_train.batch_size = 2
     c.vae_train.clip_frames = 5
     c.vae_train.clip_size = 16
+    c.vae_train.pca_batches = 2
     c.model.width = 32
     c.model.depth = 2
     c.model.num_heads = 2

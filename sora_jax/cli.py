@@ -7,6 +7,7 @@
 """
 import json
 import os
+import re
 import sys
 
 from absl import flags
@@ -18,53 +19,58 @@ from sora_jax.generate import CheckpointMissing
 
 COMMANDS = ("train", "sample", "eval")
 
-FLAGS = flags.FlagValues()
-config_flags.DEFINE_config_file("config", None, "experiment config file (configs/<name>.py[:variant])",
-                                 flag_values=FLAGS)
-flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, samples", flag_values=FLAGS)
-flags.DEFINE_multi_string("prompt", [], "caption(s) to sample; repeat for several", flag_values=FLAGS)
-flags.DEFINE_integer("num_frames", None, "frames to sample (1 + 4k); default from the config", flag_values=FLAGS)
-flags.DEFINE_integer("height", None, "pixel height; default from the config", flag_values=FLAGS)
-flags.DEFINE_integer("width", None, "pixel width; default from the config", flag_values=FLAGS)
-flags.DEFINE_integer("steps", None, "sampler steps; default from the config", flag_values=FLAGS)
-flags.DEFINE_float("guidance", None, "classifier-free guidance scale; default from the config", flag_values=FLAGS)
-flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=FLAGS)
-flags.DEFINE_string("output", None, "output .mp4 / .gif / .png (png for 1 frame)", flag_values=FLAGS)
+
+
+def make_flags():
+  """A fresh flag set per invocation, so the CLI can also be driven in-process (tests)."""
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "experiment config file (configs/<name>.py[:variant])",
+                                   flag_values=fv)
+  flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, samples", flag_values=fv)
+  flags.DEFINE_multi_string("prompt", [], "caption(s) to sample; repeat for several", flag_values=fv)
+  flags.DEFINE_integer("num_frames", None, "frames to sample (1 + 4k); default from the config", flag_values=fv)
+  flags.DEFINE_integer("height", None, "pixel height; default from the config", flag_values=fv)
+  flags.DEFINE_integer("width", None, "pixel width; default from the config", flag_values=fv)
+  flags.DEFINE_integer("steps", None, "sampler steps; default from the config", flag_values=fv)
+  flags.DEFINE_float("guidance", None, "classifier-free guidance scale; default from the config", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
+  flags.DEFINE_string("output", None, "output .mp4 / .gif / .png (png for 1 frame)", flag_values=fv)
+  return fv
 
 
 class UsageError(ValueError):
   pass
 
 
-def _require(name):
-  value = getattr(FLAGS, name)
+def _require(args, name):
+  value = getattr(args, name)
   if value is None:
     raise UsageError(f"--{name} is required")
   return value
 
 
-def _sample_args(config):
+def _sample_args(args, config):
   s = config.sample
-  pick = lambda flag, default: default if getattr(FLAGS, flag) is None else getattr(FLAGS, flag)
+  pick = lambda flag, default: default if getattr(args, flag) is None else getattr(args, flag)
   return dict(num_frames=pick("num_frames", s.num_frames), height=pick("height", s.height),
               width=pick("width", s.width), steps=pick("steps", s.steps), guidance=pick("guidance", s.guidance))
 
 
-def cmd_train():
+def cmd_train(args):
   from sora_jax import pipeline
-  config, workdir = _require("config"), _require("workdir")
+  config, workdir = _require(args, "config"), _require(args, "workdir")
   summary = pipeline.train_and_evaluate(config, workdir)
   print(json.dumps(summary, indent=1))
 
 
-def cmd_sample():
+def cmd_sample(args):
   from sora_jax.data.video_io import write_video
   from sora_jax.generate import Pipeline
-  workdir, output = _require("workdir"), _require("output")
-  if not FLAGS.prompt:
+  workdir, output = _require(args, "workdir"), _require(args, "output")
+  if not args.prompt:
     raise UsageError("--prompt is required (repeat it for several prompts)")
   pipe = Pipeline.load(workdir)
-  videos = pipe.generate(FLAGS.prompt, seed=FLAGS.seed, **_sample_args(pipe.config))
+  videos = pipe.generate(args.prompt, seed=args.seed, **_sample_args(args, pipe.config))
   stem, ext = os.path.splitext(output)
   paths = [output] if len(videos) == 1 else [f"{stem}_{i}{ext}" for i in range(len(videos))]
   for path, video in zip(paths, videos):
@@ -72,30 +78,58 @@ def cmd_sample():
     print(path)
 
 
-def cmd_eval():
+def cmd_eval(args):
   from sora_jax import pipeline
   from sora_jax.generate import Pipeline
-  workdir = _require("workdir")
+  workdir = _require(args, "workdir")
   pipe = Pipeline.load(workdir)
-  print(json.dumps(pipeline.evaluate(pipe, workdir, seed=FLAGS.seed, **_sample_args(pipe.config)), indent=1))
+  print(json.dumps(pipeline.evaluate(pipe, workdir, seed=args.seed, **_sample_args(args, pipe.config)), indent=1))
+
+
+def _flag_error(error, argv):
+  """One line for a flag error; config_flags reports a badly typed override as unknown."""
+  lines = [line for line in str(error).splitlines() if line.strip()]
+  message = lines[-1] if "Traceback" in str(error) else lines[0]
+  bad = re.match(r"Unknown command line flag '(config\.[\w.]+)'", message)
+  if bad:
+    given = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{bad.group(1)}=")]
+    if not any(a.startswith("--config=") for a in argv):
+      return f"--{bad.group(1)} needs --config=configs/<name>.py"
+    return (f"--{bad.group(1)}={given[0] if given else ''}: not a key of the config, "
+            "or a value that does not parse as the key's type")
+  return message
+
+
+def _load_config(args):
+  """config_flags loads the file lazily: turn its failures into one line naming the file."""
+  try:
+    config = args.config
+    config.keys()  # a file that failed to load raises only on first use
+    return config
+  except (OSError, ValueError, KeyError, AttributeError) as e:
+    path = args["config"].config_filename.split(":")[0]
+    if not os.path.isfile(path):
+      raise UsageError(f"--config={path}: no such config file") from None
+    raise UsageError(f"--config={args['config'].config_filename}: {str(e).strip().splitlines()[0]}") from None
 
 
 def main(argv):
+  args = make_flags()
   try:
-    rest = FLAGS(argv)
+    rest = args(argv)
   except flags.Error as e:
-    raise UsageError(str(e).splitlines()[0]) from None
+    raise UsageError(_flag_error(e, argv)) from None
   if len(rest) != 2 or rest[1] not in COMMANDS:
     raise UsageError(f"give one command from {COMMANDS}, e.g. `sora-jax train --config=configs/shapes.py --workdir=runs/shapes`")
-  if FLAGS["config"].present:
+  if args["config"].present:
     from sora_jax.config import validate
-    validate(FLAGS.config)
-  {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}[rest[1]]()
+    validate(_load_config(args))
+  {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}[rest[1]](args)
 
 
-def run():
+def run(argv=None):
   try:
-    main(sys.argv)
+    main(sys.argv if argv is None else argv)
   except (UsageError, ConfigError, CheckpointMissing, VideoReadError) as e:
     print(f"sora-jax: error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -52,11 +52,11 @@ class Pipeline:
     states = {}
     for name in ("vae", "dit"):
       ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name))
-      step = ckpt.latest_step()
-      if step is None:
-        raise CheckpointMissing(f"{workdir}: no {name} checkpoint; run `sora-jax train --workdir={workdir}` first")
-      states[name] = ckpt.manager.restore(step)["ema_params"]
+      saved = ckpt.restore_saved()
       ckpt.close()
+      if saved is None:
+        raise CheckpointMissing(f"{workdir}: no {name} checkpoint; run `sora-jax train --workdir={workdir}` first")
+      states[name] = saved["ema_params"]
     with open(os.path.join(workdir, "latent_stats.json")) as f:
       stats = json.load(f)
     return cls(config, build_vae(config.vae), states["vae"], build_dit(config), states["dit"],

@@ -51,7 +51,8 @@ def test_encoder_is_causal(params):
     video = _video(0, 17)
     noise = _video(1, 17)
     mean, _ = _encode(params, video)
-    # Changing frames >= f must leave latent frames 0 .. (f - 1) // 4 untouched, and change the rest.
+    # Changing frames >= f must leave latent frames 0 .. (f - 1) // 4 untouched
+    # and change the rest.
     for first_changed in (1, 5, 9):
         changed = video.at[:, first_changed:].set(noise[:, first_changed:])
         mean2, _ = _encode(params, changed)

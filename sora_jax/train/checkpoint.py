@@ -19,6 +19,13 @@ class Checkpointer:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
+  def restore_saved(self, step=None):
+    """Restore as saved (a dict tree of arrays), without a template: for sampling and export."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    return self.manager.restore(step, args=ocp.args.StandardRestore())
+
   def save(self, step, state):
     self.manager.save(step, args=ocp.args.StandardSave(state))
 

@@ -1,4 +1,5 @@
 """Stage 2: encode the synthetic videos once, then train the packed DiT on their latents."""
+import dataclasses
 import os
 import pickle
 
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sora_jax.config import VAE_TEMPORAL
 from sora_jax.data.latents import channel_stats, encode_videos
 from sora_jax.data.packing import first_fit, pack, padding_fraction
 from sora_jax.data.synthetic import ShapesSource, caption
@@ -27,11 +29,20 @@ def latent_cache(config, workdir, vae, vae_params):
   if os.path.exists(path):
     with open(path, "rb") as f:
       return pickle.load(f)
-  source = ShapesSource(config.seed, frames=tuple(config.data.frames),
-                        sizes=tuple(map(tuple, config.data.sizes)))
+  # Every video is rendered and encoded at the longest duration, and shorter examples keep a
+  # latent prefix: the VAE is causal, so the prefix is exactly the encoding of the first
+  # 1 + 4k frames, and only one shape per resolution needs compiling.
+  frames = tuple(config.data.frames)
+  source = ShapesSource(config.seed, frames=(max(frames),), sizes=tuple(map(tuple, config.data.sizes)))
   examples = [source[i] for i in range(config.data.num_examples)]
-  latents = encode_videos(vae, vae_params, [e["video"] for e in examples])
-  cache = {"latents": latents, "specs": [e["spec"] for e in examples], "stats": channel_stats(latents)}
+  full = encode_videos(vae, vae_params, [e["video"] for e in examples])
+  lengths = host_rng(config.seed, 3, 0).choice(frames, size=len(examples))
+  specs, latents = [], []
+  for e, (mean, std), f in zip(examples, full, lengths):
+    keep = 1 + (int(f) - 1) // VAE_TEMPORAL
+    specs.append(dataclasses.replace(e["spec"], num_frames=int(f)))
+    latents.append((mean[:keep], std[:keep]))
+  cache = {"latents": latents, "specs": specs, "stats": channel_stats(latents)}
   with open(path + ".tmp", "wb") as f:  # rename: a killed run never leaves a half cache
     pickle.dump(cache, f)
   os.replace(path + ".tmp", path)

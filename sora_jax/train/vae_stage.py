@@ -9,15 +9,15 @@ import optax
 from sora_jax.data.synthetic import render, sample_spec
 from sora_jax.data.transforms import to_model_range
 from sora_jax.models.build import build_vae
-from sora_jax.models.vae import vae_loss
+from sora_jax.models.vae import pca_init, vae_loss
 from sora_jax.train.loop import fit, host_rng
 from sora_jax.train.state import apply_gradients, create_state, make_optimizer
 
 
-def vae_batch(config, step):
+def vae_batch(config, step, stream=1):
   """[B, T, S, S, 3] crops of videos of every training size, so the VAE sees every scale."""
   vt = config.vae_train
-  rng = host_rng(config.seed, 1, step)
+  rng = host_rng(config.seed, stream, step)
   clips = []
   for _ in range(vt.batch_size):
     video = render(sample_spec(rng, frames=(vt.clip_frames,), sizes=tuple(map(tuple, config.data.sizes))))
@@ -33,6 +33,9 @@ def train_vae(config, workdir):
   vae = build_vae(config.vae)
   example, _ = vae_batch(config, 0)
   params = jax.jit(vae.init)(jax.random.key(config.seed), jnp.asarray(example[:1]))["params"]
+  # PCA of clips the training never draws (a separate stream) initialises the linear path.
+  pca_clips = np.concatenate([vae_batch(config, i, stream=4)[0] for i in range(vt.pca_batches)])
+  params = pca_init(vae, params, pca_clips)
   tx, schedule = make_optimizer(lr=vt.lr, warmup=vt.warmup, total_steps=vt.steps,
                                 grad_clip=config.train.grad_clip)
 

@@ -1,0 +1,62 @@
+"""CLI smoke test: train the tiny config a few steps, sample, and the one-line errors."""
+import json
+
+import pytest
+
+from sora_jax.cli import run
+from sora_jax.data.video_io import read_video
+
+
+def call(*argv):
+  run(["sora-jax", *argv])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  call("train", "--config=configs/shapes.py:tiny", f"--workdir={workdir}")
+  return workdir
+
+
+def test_train_writes_checkpoints_events_samples(workdir):
+  for stage in ("vae", "dit"):
+    assert (workdir / "checkpoints" / stage / "3").is_dir()
+    assert list((workdir / "tensorboard" / stage).glob("events.out.tfevents.*"))
+  summary = json.loads((workdir / "eval.json").read_text())["summary"]
+  assert summary["n"] == 16 and 0.0 <= summary["colour_accuracy"] <= 1.0
+  assert len(list((workdir / "samples").glob("*.mp4"))) == 16
+
+
+def test_train_resumes_without_redoing_steps(workdir, capsys):
+  call("train", "--config=configs/shapes.py:tiny", f"--workdir={workdir}")
+  assert sorted(p.name for p in (workdir / "checkpoints" / "dit").iterdir() if p.name.isdigit()) == ["2", "3"]
+
+
+def test_sample_writes_exact_size(workdir, tmp_path):
+  out = tmp_path / "out.mp4"
+  call("sample", f"--workdir={workdir}", "--prompt=a red circle moves to the right", "--num_frames=9",
+       "--height=16", "--width=32", "--steps=2", "--guidance=4", "--seed=0", f"--output={out}")
+  assert read_video(out).shape == (9, 16, 32, 3)
+  png = tmp_path / "still.png"
+  call("sample", f"--workdir={workdir}", "--prompt=a red circle", "--prompt=a blue square", "--num_frames=1",
+       "--height=16", "--width=16", "--steps=1", f"--output={png}")
+  assert read_video(tmp_path / "still_0.png").shape == (1, 16, 16, 3)
+  assert (tmp_path / "still_1.png").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--config=configs/shapes.py:tiny", "--config.model.nope=3", "--workdir=x"], "nope"),
+    (["train", "--config=configs/shapes.py:tiny", "--config.sample.num_frames=6", "--workdir=x"], "1 + 4k frames"),
+    (["train", "--config=configs/shapes.py:tiny", "--config.sample.width=20", "--workdir=x"], "width 20 is not divisible by 16"),
+    (["sample", "--workdir=WORKDIR", "--prompt=", "--output=o.mp4"], "prompt is empty"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--num_frames=4", "--output=o.mp4"], "1 + 4k frames"),
+    (["sample", "--workdir=EMPTY", "--prompt=a cat", "--output=o.mp4"], "no config.json"),
+    (["fly"], "give one command"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, workdir, tmp_path, capsys):
+  argv = [a.replace("WORKDIR", str(workdir)).replace("EMPTY", str(tmp_path)) for a in argv]
+  with pytest.raises(SystemExit) as exit_info:
+    call(*argv)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and message in err, err
