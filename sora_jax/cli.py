@@ -21,11 +21,13 @@ COMMANDS = ("train", "sample", "eval")
 
 
 
-def make_flags():
-  """A fresh flag set per invocation, so the CLI can also be driven in-process (tests)."""
+def make_flags(argv):
+  """A fresh flag set per invocation, so the CLI can also be driven in-process (tests).
+
+  config_flags defines the `--config.a.b` override flags from the argv it is given."""
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "experiment config file (configs/<name>.py[:variant])",
-                                   flag_values=fv)
+                                   flag_values=fv, sys_argv=list(argv))
   flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, samples", flag_values=fv)
   flags.DEFINE_multi_string("prompt", [], "caption(s) to sample; repeat for several", flag_values=fv)
   flags.DEFINE_integer("num_frames", None, "frames to sample (1 + 4k); default from the config", flag_values=fv)
@@ -87,16 +89,12 @@ def cmd_eval(args):
 
 
 def _flag_error(error, argv):
-  """One line for a flag error; config_flags reports a badly typed override as unknown."""
+  """One line for a flag error (config_flags puts a traceback in some of its messages)."""
   lines = [line for line in str(error).splitlines() if line.strip()]
   message = lines[-1] if "Traceback" in str(error) else lines[0]
-  bad = re.match(r"Unknown command line flag '(config\.[\w.]+)'", message)
-  if bad:
-    given = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{bad.group(1)}=")]
-    if not any(a.startswith("--config=") for a in argv):
-      return f"--{bad.group(1)} needs --config=configs/<name>.py"
-    return (f"--{bad.group(1)}={given[0] if given else ''}: not a key of the config, "
-            "or a value that does not parse as the key's type")
+  override = re.match(r"Unknown command line flag '(config\.[\w.]+)'", message)
+  if override and not any(a.startswith("--config=") for a in argv):
+    return f"--{override.group(1)} needs --config=configs/<name>.py"
   return message
 
 
@@ -114,11 +112,15 @@ def _load_config(args):
 
 
 def main(argv):
-  args = make_flags()
+  args = make_flags(argv)
   try:
     rest = args(argv)
   except flags.Error as e:
     raise UsageError(_flag_error(e, argv)) from None
+  except (AttributeError, KeyError) as e:  # config_flags: an override names no config key
+    key = str(e).strip("\"'")
+    given = [a for a in argv if a.startswith("--config.") and key in a.split("=", 1)[0].split(".")[1:]]
+    raise UsageError(f"{given[0] if given else key}: {key!r} is not a key of the config") from None
   if len(rest) != 2 or rest[1] not in COMMANDS:
     raise UsageError(f"give one command from {COMMANDS}, e.g. `sora-jax train --config=configs/shapes.py --workdir=runs/shapes`")
   if args["config"].present:

@@ -1,10 +1,15 @@
 """CLI smoke test: train the tiny config a few steps, sample, and the one-line errors."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from sora_jax.cli import run
 from sora_jax.data.video_io import read_video
+
+
+TINY = f"--config={Path(__file__).resolve().parents[1] / 'configs' / 'shapes.py'}:tiny"
 
 
 def call(*argv):
@@ -13,9 +18,14 @@ def call(*argv):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run")
-  call("train", "--config=configs/shapes.py:tiny", f"--workdir={workdir}")
-  return workdir
+  parent = tmp_path_factory.mktemp("runs")
+  cwd = os.getcwd()
+  os.chdir(parent)  # a relative workdir, as users type it
+  try:
+    call("train", TINY, "--workdir=run")
+  finally:
+    os.chdir(cwd)
+  return parent / "run"
 
 
 def test_train_writes_checkpoints_events_samples(workdir):
@@ -28,7 +38,7 @@ def test_train_writes_checkpoints_events_samples(workdir):
 
 
 def test_train_resumes_without_redoing_steps(workdir, capsys):
-  call("train", "--config=configs/shapes.py:tiny", f"--workdir={workdir}")
+  call("train", TINY, f"--workdir={workdir}")
   assert sorted(p.name for p in (workdir / "checkpoints" / "dit").iterdir() if p.name.isdigit()) == ["2", "3"]
 
 
@@ -45,9 +55,9 @@ def test_sample_writes_exact_size(workdir, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--config=configs/shapes.py:tiny", "--config.model.nope=3", "--workdir=x"], "nope"),
-    (["train", "--config=configs/shapes.py:tiny", "--config.sample.num_frames=6", "--workdir=x"], "1 + 4k frames"),
-    (["train", "--config=configs/shapes.py:tiny", "--config.sample.width=20", "--workdir=x"], "width 20 is not divisible by 16"),
+    (["train", TINY, "--config.model.nope=3", "--workdir=x"], "nope"),
+    (["train", TINY, "--config.sample.num_frames=6", "--workdir=x"], "1 + 4k frames"),
+    (["train", TINY, "--config.sample.width=20", "--workdir=x"], "width 20 is not divisible by 16"),
     (["sample", "--workdir=WORKDIR", "--prompt=", "--output=o.mp4"], "prompt is empty"),
     (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--num_frames=4", "--output=o.mp4"], "1 + 4k frames"),
     (["sample", "--workdir=EMPTY", "--prompt=a cat", "--output=o.mp4"], "no config.json"),

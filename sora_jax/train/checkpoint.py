@@ -1,4 +1,6 @@
 """Orbax checkpoints of a train state; only complete (finalized) checkpoints are ever read."""
+import os
+
 import jax
 import orbax.checkpoint as ocp
 
@@ -6,7 +8,7 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   def __init__(self, directory, max_to_keep=2):
     self.manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def latest_step(self):
     return self.manager.latest_step()
