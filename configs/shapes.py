@@ -61,11 +61,11 @@ def get_config(arg=None):
   c.diffusion.prediction = "eps"           # ddpm only: eps | v
 
   c.train = ml_collections.ConfigDict()
-  c.train.steps = 1500
+  c.train.steps = 3000
   c.train.rows = 4                         # B: packed rows per step
   c.train.row_length = 256                 # L: tokens per row
   c.train.max_per_row = 16                 # E: example slots per row
-  c.train.lr = 5e-4
+  c.train.lr = 2e-3
   c.train.warmup = 100
   c.train.weight_decay = 0.0
   c.train.grad_clip = 1.0

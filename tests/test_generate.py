@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -57,3 +59,15 @@ def test_bad_sizes_are_rejected(pipe, kwargs, message):
 def test_empty_prompt_is_rejected(pipe):
   with pytest.raises(ConfigError, match="prompt is empty"):
     pipe.generate(["  "], num_frames=1, height=16, width=16, steps=1, guidance=1.0, seed=0)
+
+
+def test_ddpm_objective_samples_with_ddim(pipe):
+  config = pipe.config.copy_and_resolve_references()
+  config.diffusion.objective, config.diffusion.prediction = "ddpm", "v"
+  ddpm_pipe = dataclasses.replace(pipe, config=config)
+  args = dict(num_frames=5, height=16, width=16, steps=3, guidance=2.0, seed=0)
+  (a,), (b,) = ddpm_pipe.generate(["a red circle"], **args), ddpm_pipe.generate(["a red circle"], **args)
+  assert a.shape == (5, 16, 16, 3)
+  np.testing.assert_array_equal(a, b)
+  (flow,) = pipe.generate(["a red circle"], **args)
+  assert np.abs(flow.astype(int) - a.astype(int)).max() > 0
