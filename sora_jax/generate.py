@@ -15,13 +15,13 @@ import ml_collections
 import numpy as np
 
 from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL, ConfigError, check_video_size
+from sora_jax.data.latents import destandardise
 from sora_jax.data.packing import first_fit, pack, unpack
 from sora_jax.data.transforms import to_uint8
 from sora_jax.diffusion import make_objective, resolution_shift
 from sora_jax.diffusion.sampling import guided, sample
-from sora_jax.models.build import build_dit, build_vae
+from sora_jax.models.build import build_dit, build_vae, caption_ids
 from sora_jax.models.patch import grid_positions, patch_grid, patchify, unpatchify
-from sora_jax.models.text import tokenize
 from sora_jax.models.vae import decode_chunked
 from sora_jax.train.checkpoint import Checkpointer
 
@@ -73,7 +73,7 @@ class Pipeline:
                     c.vae.latent_channels)
     grid = patch_grid(latent_shape[:3], patch)
     key = jax.random.key(seed)
-    ids = tokenize(prompts, c.model.text.max_len, c.model.text.vocab_size)
+    ids = caption_ids(c, prompts)
     examples = [{"tokens": patchify(np.asarray(jax.random.normal(jax.random.fold_in(key, i), latent_shape)), patch),
                  "positions": grid_positions(grid), "grid": np.array(grid, np.int32), "text_ids": ids[i]}
                 for i in range(len(prompts))]
@@ -81,7 +81,7 @@ class Pipeline:
     tokens = self._sample(batch, steps, float(guidance))
     videos = []
     for t in unpack(np.asarray(tokens), examples, places):
-      z = unpatchify(t, grid, patch, c.vae.latent_channels) * self.latent_stats[1] + self.latent_stats[0]
+      z = destandardise(unpatchify(t, grid, patch, c.vae.latent_channels), self.latent_stats)
       video = decode_chunked(self.vae, self.vae_params, jnp.asarray(z[None]), chunk_latents=c.sample.chunk_latents)
       videos.append(to_uint8(np.asarray(video[0])))
     return videos
@@ -103,8 +103,7 @@ class Pipeline:
     c = self.config
     objective = make_objective(c.diffusion)
     b = {k: jnp.asarray(v) for k, v in batch.items()}
-    null_ids = jnp.broadcast_to(jnp.asarray(tokenize([""], c.model.text.max_len, c.model.text.vocab_size)[0]),
-                                b["text_ids"].shape)
+    null_ids = jnp.broadcast_to(jnp.asarray(caption_ids(c, [""])[0]), b["text_ids"].shape)
 
     @jax.jit
     def run(params, b, null_ids):

@@ -34,3 +34,11 @@ def channel_stats(latents):
   means = np.concatenate([m.reshape(-1, m.shape[-1]) for m, _ in latents])
   variances = np.concatenate([np.square(s).reshape(-1, s.shape[-1]) for _, s in latents])
   return means.mean(0), np.sqrt(means.var(0) + variances.mean(0)) + 1e-6
+
+
+def standardise(latent, stats):
+  return (latent - stats[0]) / stats[1]
+
+
+def destandardise(latent, stats):
+  return latent * stats[1] + stats[0]

@@ -1,6 +1,6 @@
 """Models from config sections: the one place that turns config fields into modules."""
 from sora_jax.models.dit import DiT
-from sora_jax.models.text import HashedWordEncoder
+from sora_jax.models.text import HashedWordEncoder, tokenize
 from sora_jax.models.vae import CausalVAE
 
 
@@ -21,3 +21,8 @@ def build_dit(config):
   return DiT(patch_dim(config), text, width=m.width, depth=m.depth, num_heads=m.num_heads,
              mlp_ratio=m.mlp_ratio, attention_patterns=tuple(m.attention_patterns),
              pos_emb=m.pos_emb, qk_norm=m.qk_norm, attention_impl=m.attention_impl)
+
+
+def caption_ids(config, captions):
+  """Captions -> int32 [N, max_len] ids for the configured text encoder."""
+  return tokenize(captions, config.model.text.max_len, config.model.text.vocab_size)

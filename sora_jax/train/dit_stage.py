@@ -9,14 +9,13 @@ import numpy as np
 import optax
 
 from sora_jax.config import VAE_TEMPORAL
-from sora_jax.data.latents import channel_stats, encode_videos
+from sora_jax.data.latents import channel_stats, encode_videos, standardise
 from sora_jax.data.packing import first_fit, pack, padding_fraction
 from sora_jax.data.synthetic import ShapesSource, caption
 from sora_jax.diffusion import make_objective
 from sora_jax.diffusion.loss import diffusion_loss
-from sora_jax.models.build import build_dit
+from sora_jax.models.build import build_dit, caption_ids
 from sora_jax.models.patch import grid_positions, patch_grid, patchify
-from sora_jax.models.text import tokenize
 from sora_jax.train.loop import fit, host_rng
 from sora_jax.train.state import apply_gradients, create_state, make_optimizer
 
@@ -49,17 +48,13 @@ def latent_cache(config, workdir, vae, vae_params):
   return cache
 
 
-def text_ids(config, captions):
-  return tokenize(captions, config.model.text.max_len, config.model.text.vocab_size)
-
-
 def latent_example(config, latent, stats, caption_text):
   """Standardised latent [T, H, W, C] + caption -> a packable example."""
   patch = tuple(config.model.patch)
-  z = (latent - stats[0]) / stats[1]
+  z = standardise(latent, stats)
   grid = patch_grid(z.shape[:3], patch)
   return {"tokens": patchify(z, patch).astype(np.float32), "positions": grid_positions(grid),
-          "grid": np.array(grid, np.int32), "text_ids": text_ids(config, [caption_text])[0]}
+          "grid": np.array(grid, np.int32), "text_ids": caption_ids(config, [caption_text])[0]}
 
 
 def dit_batch(config, cache, step):
