@@ -108,8 +108,8 @@ class Downsample(nn.Module):
 
     Temporal: frames are stacked in non-overlapping pairs along channels before the
     conv; frame 0 is paired with a copy of itself so it stays alone. An average-pool
-    shortcut (DC-AE's space-to-channel shortcut, averaged) passes colour straight through,
-    which is what lets a small VAE learn in a few hundred steps.
+    shortcut (DC-AE's space-to-channel shortcut, averaged) passes colour straight through
+    the deep path.
     """
 
     temporal: bool
@@ -158,8 +158,9 @@ class PatchShortcut(nn.Module):
 
     Encoder side: each (temporal x spatial x spatial) block of pixels -> `features`
     (frame 0 is grouped with copies of itself, as in Downsample). Decoder side: the
-    mirror, latents -> pixel blocks. A linear autoencoder gets colour and coarse layout
-    within a few dozen steps; the deep path then only learns the residual detail.
+    mirror, latents -> pixel blocks. Initialised by `pca_init`, it is the best linear
+    autoencoder of the data from step 0 (colour and coarse layout right; trained from random
+    init it had not learned colour after 250 steps); the deep path learns the residual detail.
     """
 
     temporal: int
