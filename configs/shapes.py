@@ -4,6 +4,8 @@ Variants: `configs/shapes.py` (the README's main job) and `configs/shapes.py:tin
 """
 import ml_collections
 
+from sora_jax.config import mesh_config
+
 SIZES = ((32, 32), (32, 48), (48, 32), (48, 48), (32, 64), (64, 32), (48, 64), (64, 48), (64, 64))
 
 
@@ -73,6 +75,8 @@ def get_config(arg=None):
   c.train.log_every = 25
   c.train.checkpoint_every = 500
 
+  c.mesh = mesh_config()                   # all devices on `data` by default
+
   c.sample = ml_collections.ConfigDict()
   c.sample.steps = 30
   c.sample.guidance = 4.0
@@ -90,7 +94,7 @@ def get_config(arg=None):
     c.vae.base_channels = 8
     c.vae.channel_mult = (1, 1, 2, 2)
     c.vae_train.steps = 3
-    c.vae_train.batch_size = 2
+    c.vae_train.batch_size = 8
     c.vae_train.clip_frames = 5
     c.vae_train.clip_size = 16
     c.vae_train.pca_batches = 2
@@ -102,7 +106,7 @@ def get_config(arg=None):
     c.model.text.max_len = 16
     c.model.text.width = 16
     c.train.steps = 3
-    c.train.rows = 2
+    c.train.rows = 8                       # divisible by the 8 fake test devices
     c.train.row_length = 32
     c.train.max_per_row = 4
     c.train.log_every = 1

@@ -1,4 +1,6 @@
 """Start-up validation of an experiment config: one clear line naming the key, or nothing."""
+import ml_collections
+
 from sora_jax.diffusion import OBJECTIVES
 from sora_jax.models.dit import ATTENTION_PATTERNS, MAX_EXAMPLES_PER_ROW, POSITION_EMBEDDINGS
 
@@ -7,6 +9,13 @@ VAE_SPATIAL, VAE_TEMPORAL = 8, 4
 
 class ConfigError(ValueError):
   """A config value that cannot work; the message names the key."""
+
+
+def mesh_config(data=-1, fsdp=1, context=1, tensor=1, dcn_data=1):
+  """The `mesh` section: axis sizes inside a slice (-1 fills) and across slices (dcn)."""
+  return ml_collections.ConfigDict({
+      "data": data, "fsdp": fsdp, "context": context, "tensor": tensor,
+      "dcn": {"data": dcn_data, "fsdp": 1, "context": 1, "tensor": 1}})
 
 
 def check_video_size(num_frames, height, width, patch, what="video"):

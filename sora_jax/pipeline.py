@@ -5,6 +5,7 @@ import os
 from sora_jax.data.video_io import write_video
 from sora_jax.evaluation.shapes import analyse_video, eval_prompts, summarise
 from sora_jax.generate import CONFIG_FILE, Pipeline
+from sora_jax.parallel.mesh import check_divisibility, make_mesh
 from sora_jax.train.dit_stage import train_dit
 from sora_jax.train.vae_stage import train_vae
 
@@ -16,10 +17,12 @@ def write_json(path, obj):
 
 
 def train_and_evaluate(config, workdir):
+  mesh = make_mesh(config.mesh)
+  check_divisibility(config, mesh)
   os.makedirs(workdir, exist_ok=True)
   write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
-  vae, vae_params = train_vae(config, workdir)
-  dit, dit_params, stats = train_dit(config, workdir, vae, vae_params)
+  vae, vae_params = train_vae(config, workdir, mesh)
+  dit, dit_params, stats = train_dit(config, workdir, vae, vae_params, mesh)
   write_json(os.path.join(workdir, "latent_stats.json"),
              {"mean": stats[0].tolist(), "std": stats[1].tolist()})
   pipe = Pipeline(config, vae, vae_params, dit, dit_params, stats)

@@ -10,11 +10,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sora_jax.nn.embeddings import rope_3d, separable_sincos, timestep_embedding
-from sora_jax.nn.layers import Attention, Mlp, modulate
+from sora_jax.nn.layers import Attention, Mlp, constrain, dense, layer_norm, modulate
 
 ATTENTION_PATTERNS = ("full", "spatial", "temporal")
 POSITION_EMBEDDINGS = ("rope", "sincos")
 MAX_EXAMPLES_PER_ROW = 2047  # keeps the temporal-pattern ids below 2**31
+ACTIVATION_AXES = ("batch", "length", "act_embed")
 
 
 def pattern_segment_ids(segment_ids, positions, pattern):
@@ -56,16 +57,19 @@ class DiTBlock(nn.Module):
   def __call__(self, x, cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids):
     width = x.shape[-1]
     norm = lambda name: nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype, name=name)
-    mod = nn.Dense(6 * width, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="adaLN")(cond)
+    mod = dense(6 * width, ("embed", "modulation"), dtype=self.dtype,
+                kernel_init=nn.initializers.zeros, name="adaLN")(cond)
     shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = jnp.split(
         per_token_condition(mod, segment_ids, cond_mask), 6, axis=-1)
     attn = lambda name: Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
                                   implementation=self.attention_impl, name=name)
     x = x + gate_a * attn("self_attn")(modulate(norm("ln_self")(x), shift_a, scale_a), attn_ids, rope=rope)
-    x = x + attn("cross_attn")(nn.LayerNorm(dtype=self.dtype, name="ln_cross")(x), segment_ids,
+    x = x + attn("cross_attn")(layer_norm("ln_cross", dtype=self.dtype)(x), segment_ids,
                                context=text, context_segment_ids=text_ids)
     h = modulate(norm("ln_mlp")(x), shift_m, scale_m)
-    return x + gate_m * Mlp(int(width * self.mlp_ratio), width, dtype=self.dtype, name="mlp")(h)
+    mlp = Mlp(int(width * self.mlp_ratio), width, dtype=self.dtype,
+              hidden_axes=("batch", "length", "act_mlp"), name="mlp")
+    return constrain(x + gate_m * mlp(h), ACTIVATION_AXES)
 
 
 class DiT(nn.Module):
@@ -97,18 +101,21 @@ class DiT(nn.Module):
     # Caption tokens of example e carry segment id e + 1: cross-attention is block diagonal.
     text_ids_flat = jnp.where(text_mask, jnp.arange(1, e + 1)[None, :, None], 0).reshape(b, e * lt)
     pooled = (text * text_mask[..., None]).sum(2) / jnp.maximum(text_mask.sum(2, keepdims=True), 1)
-    context = nn.Dense(self.width, dtype=self.dtype, name="text_proj")(text.reshape(b, e * lt, -1))
+    context = dense(self.width, ("text_embed", "embed"), dtype=self.dtype,
+                    name="text_proj")(text.reshape(b, e * lt, -1))
 
     def embed_time(t):
       h = timestep_embedding(t, self.width).astype(self.dtype)
       return Mlp(self.width, self.width, dtype=self.dtype, name="time_mlp")(h)
 
-    text_cond = Mlp(self.width, self.width, dtype=self.dtype, name="text_pool_mlp")(pooled)
+    text_cond = Mlp(self.width, self.width, dtype=self.dtype, in_axis="text_embed",
+                    name="text_pool_mlp")(pooled)
     # Slot 0: the example's noise level; slot 1: clean (t = 0), for conditioning tokens.
     times = jnp.stack([timesteps, jnp.zeros_like(timesteps)], axis=2)
     cond = nn.silu(embed_time(times) + text_cond[:, :, None])
 
-    x = nn.Dense(self.width, dtype=self.dtype, name="patch_embed")(tokens.astype(self.dtype))
+    x = dense(self.width, ("patch", "embed"), dtype=self.dtype, name="patch_embed")(tokens.astype(self.dtype))
+    x = constrain(x, ACTIVATION_AXES)
     rope = None
     if self.pos_emb == "sincos":
       x = x + separable_sincos(positions, self.width).astype(self.dtype)
@@ -120,10 +127,11 @@ class DiT(nn.Module):
                    name=f"block_{i}")(x, cond, segment_ids, cond_mask,
                                       pattern_segment_ids(segment_ids, positions, pattern),
                                       rope, context, text_ids_flat)
-    final = nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
-                     name="final_adaLN")(cond)
+    final = dense(2 * self.width, ("embed", "modulation"), dtype=self.dtype,
+                  kernel_init=nn.initializers.zeros, name="final_adaLN")(cond)
     shift, scale = jnp.split(per_token_condition(final, segment_ids, cond_mask), 2, axis=-1)
     x = modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype, name="ln_final")(x),
                  shift, scale)
-    out = nn.Dense(self.patch_dim, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="final")(x)
+    out = dense(self.patch_dim, ("embed", "patch"), dtype=self.dtype,
+                kernel_init=nn.initializers.zeros, name="final")(x)
     return out.astype(jnp.float32)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.nn.embeddings import sinusoidal
-from sora_jax.nn.layers import Attention, Mlp
+from sora_jax.nn.layers import Attention, Mlp, layer_norm, named
 
 PAD, BOS, RESERVED = 0, 1, 2
 
@@ -40,12 +40,13 @@ class HashedWordEncoder(nn.Module):
   @nn.compact
   def __call__(self, ids):
     mask = ids != PAD
-    x = nn.Embed(self.vocab_size, self.width, name="embed")(ids).astype(self.dtype)
+    embed_init = named(nn.linear.default_embed_init, ("vocab", "text_embed"))
+    x = nn.Embed(self.vocab_size, self.width, embedding_init=embed_init, name="embed")(ids).astype(self.dtype)
     x = x + sinusoidal(jnp.arange(ids.shape[-1]), self.width).astype(self.dtype)
     segment_ids = mask.astype(jnp.int32)  # real tokens attend real tokens of the same caption
     for i in range(self.depth):
-      h = nn.LayerNorm(dtype=self.dtype, name=f"ln_attn_{i}")(x)
-      x = x + Attention(self.num_heads, dtype=self.dtype, name=f"attn_{i}")(h, segment_ids)
-      h = nn.LayerNorm(dtype=self.dtype, name=f"ln_mlp_{i}")(x)
+      h = layer_norm(f"ln_attn_{i}", dtype=self.dtype)(x)
+      x = x + Attention(self.num_heads, dtype=self.dtype, seq_axis="text_length", name=f"attn_{i}")(h, segment_ids)
+      h = layer_norm(f"ln_mlp_{i}", dtype=self.dtype)(x)
       x = x + Mlp(4 * self.width, self.width, dtype=self.dtype, name=f"mlp_{i}")(h)
-    return nn.LayerNorm(dtype=self.dtype, name="ln_out")(x), mask
+    return layer_norm("ln_out", dtype=self.dtype)(x), mask

@@ -6,18 +6,18 @@ import pickle
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from sora_jax.config import VAE_TEMPORAL
 from sora_jax.data.latents import channel_stats, encode_videos, standardise
-from sora_jax.data.packing import first_fit, pack, padding_fraction
+from sora_jax.data.packing import empty_batch, first_fit, pack, padding_fraction
 from sora_jax.data.synthetic import ShapesSource, caption
 from sora_jax.diffusion import make_objective
 from sora_jax.diffusion.loss import diffusion_loss
-from sora_jax.models.build import build_dit, caption_ids
+from sora_jax.models.build import build_dit, caption_ids, patch_dim
 from sora_jax.models.patch import grid_positions, patch_grid, patchify
 from sora_jax.train.loop import fit, host_rng
-from sora_jax.train.state import apply_gradients, create_state, make_optimizer
+from sora_jax.parallel.sharding import batch_sharding, global_batch, init_sharded, sharded_train_step
+from sora_jax.train.state import create_state, make_optimizer, make_train_step
 
 CACHE_FILE = "latent_cache.pkl"
 
@@ -57,48 +57,74 @@ def latent_example(config, latent, stats, caption_text):
           "grid": np.array(grid, np.int32), "text_ids": caption_ids(config, [caption_text])[0]}
 
 
-def dit_batch(config, cache, step):
-  """Random examples packed first-fit into [rows, row_length]; those that do not fit wait."""
+def dit_batch(config, cache, step, shard=0, num_shards=1):
+  """Shard `shard` of step's batch (rows / num_shards rows): random examples packed first-fit.
+
+  Each host makes only its own shard, from its own random stream; examples that do not fit wait.
+  """
   t = config.train
-  rng = host_rng(config.seed, 2, step)
-  candidates = rng.integers(0, len(cache["specs"]), t.rows * t.max_per_row)
+  rows = t.rows // num_shards
+  rng = host_rng(config.seed, 2, step, shard)
+  candidates = rng.integers(0, len(cache["specs"]), rows * t.max_per_row)
   examples = []
   for i in candidates:
     mean, std = cache["latents"][i]
     z = mean + std * rng.standard_normal(mean.shape).astype(np.float32)  # posterior sample
     text = "" if rng.random() < config.data.caption_dropout else caption(cache["specs"][i], rng)
     examples.append(latent_example(config, z, cache["stats"], text))
-  places = first_fit([len(e["tokens"]) for e in examples], rows=t.rows, row_length=t.row_length,
+  places = first_fit([len(e["tokens"]) for e in examples], rows=rows, row_length=t.row_length,
                      max_per_row=t.max_per_row)
-  batch = pack(examples, places, rows=t.rows, row_length=t.row_length, max_per_row=t.max_per_row)
+  batch = pack(examples, places, rows=rows, row_length=t.row_length, max_per_row=t.max_per_row)
   placed = sum(p is not None for p in places)
-  return batch, {"padding_fraction": padding_fraction(batch), "examples_per_row": placed / t.rows}
+  return batch, {"padding_fraction": padding_fraction(batch), "examples_per_row": placed / rows}
 
 
-def train_dit(config, workdir, vae, vae_params):
-  """Returns (dit module, EMA params, latent stats) after training or resuming the DiT stage."""
-  cache = latent_cache(config, workdir, vae, vae_params)
+def dit_training(config):
+  """The pure pieces of DiT training, shared by `train` and `aot`.
+
+  Returns (model, init_state(rng) -> TrainState with logically named params,
+  train_step(state, batch, rng) -> (state, metrics), batch_shapes {key: ShapeDtypeStruct}).
+  """
   model = build_dit(config)
   objective = make_objective(config.diffusion)
-  example, _ = dit_batch(config, cache, 0)
-  inputs = {k: jnp.asarray(v) for k, v in example.items()}
-  t0 = jnp.zeros(inputs["grid"].shape[:2])
-  params = jax.jit(model.init)(jax.random.key(config.seed), inputs["tokens"], inputs["segment_ids"],
-                               inputs["positions"], inputs["cond_mask"], t0, inputs["text_ids"])["params"]
   tc = config.train
   tx, schedule = make_optimizer(lr=tc.lr, warmup=tc.warmup, total_steps=tc.steps,
                                 weight_decay=tc.weight_decay, grad_clip=tc.grad_clip)
+  batch_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), empty_batch(
+      1, tc.row_length, tc.max_per_row, patch_dim(config), config.model.text.max_len))
+  batch_shapes = {k: jax.ShapeDtypeStruct((tc.rows,) + v.shape[1:], v.dtype) for k, v in batch_shapes.items()}
 
-  @jax.jit
-  def train_step(state, batch, rng):
-    def loss_fn(params):
-      apply = lambda *a: model.apply({"params": params}, *a)
-      return diffusion_loss(apply, objective, batch, rng, shift_base_tokens=config.diffusion.shift_base_tokens)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    new_state = apply_gradients(state, grads, tx, tc.ema_decay)
-    return new_state, {"loss": loss, "lr": schedule(state.step), "grad_norm": optax.global_norm(grads)}
+  def init_state(rng):
+    # Zeros built inside the trace: nothing of batch size is baked into the program, and the
+    # forward pass is dead code (only the params are returned).
+    x = {k: jnp.zeros(v.shape, v.dtype) for k, v in batch_shapes.items()}
+    t0 = jnp.zeros(x["grid"].shape[:2])
+    params = model.init(rng, x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t0,
+                        x["text_ids"])["params"]
+    return create_state(params, tx)
 
-  state = fit("dit", workdir=workdir, state=create_state(params, tx), train_step=train_step,
-              batch_at=lambda step: dit_batch(config, cache, step), num_steps=tc.steps,
-              seed=config.seed + 1, log_every=tc.log_every, checkpoint_every=tc.checkpoint_every)
+  def loss_fn(params, batch, rng):
+    apply = lambda *a: model.apply({"params": params}, *a)
+    return diffusion_loss(apply, objective, batch, rng,
+                          shift_base_tokens=config.diffusion.shift_base_tokens), {}
+
+  return model, init_state, make_train_step(loss_fn, tx, schedule, tc.ema_decay), batch_shapes
+
+
+def train_dit(config, workdir, vae, vae_params, mesh):
+  """Returns (dit module, EMA params, latent stats) after training or resuming the DiT stage."""
+  cache = latent_cache(config, workdir, vae, vae_params)
+  model, init_state, train_step, batch_shapes = dit_training(config)
+  state, state_sharding = init_sharded(init_state, jax.random.key(config.seed), mesh)
+  shardings = batch_sharding(batch_shapes, mesh)
+  step_fn = sharded_train_step(train_step, mesh, state_sharding, shardings)
+
+  def batch_at(step):
+    local, metrics = dit_batch(config, cache, step, jax.process_index(), jax.process_count())
+    return global_batch(local, shardings, config.train.rows), metrics
+
+  tc = config.train
+  state = fit("dit", workdir=workdir, state=state, train_step=step_fn, batch_at=batch_at,
+              num_steps=tc.steps, seed=config.seed + 1, log_every=tc.log_every,
+              checkpoint_every=tc.checkpoint_every)
   return model, state.ema_params, cache["stats"]

@@ -48,6 +48,6 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
   return state
 
 
-def host_rng(seed, stream, step):
-  """numpy Generator for the data of one step: independent of how many steps ran before."""
-  return np.random.default_rng([seed, stream, step])
+def host_rng(seed, stream, step, *more):
+  """numpy Generator for the data of one step (and shard): independent of the steps before."""
+  return np.random.default_rng([seed, stream, step, *more])

@@ -23,8 +23,19 @@ def make_optimizer(*, lr, warmup, total_steps, weight_decay=0.0, grad_clip=1.0):
                      optax.adamw(schedule, b2=0.99, weight_decay=weight_decay)), schedule
 
 
+def make_train_step(loss_fn, tx, schedule, ema_decay):
+  """loss_fn(params, batch, rng) -> (loss, metrics)  =>  step(state, batch, rng) -> (state, metrics)."""
+  def train_step(state, batch, rng):
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    new_state = apply_gradients(state, grads, tx, ema_decay)
+    return new_state, {**metrics, "loss": loss, "lr": schedule(state.step),
+                       "grad_norm": optax.global_norm(grads)}
+  return train_step
+
+
 def create_state(params, tx):
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
+  # The EMA starts as a copy: the step donates the state, and one buffer donated twice crashes.
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=jax.tree.map(jnp.copy, params),
                     opt_state=tx.init(params))
 
 

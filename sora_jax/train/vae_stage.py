@@ -1,17 +1,17 @@
 """Stage 1: train the causal video VAE on random clips of the synthetic videos."""
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from jax.sharding import PartitionSpec as P
 
 from sora_jax.data.synthetic import render, sample_spec
 from sora_jax.data.transforms import to_model_range
 from sora_jax.models.build import build_vae
 from sora_jax.models.vae import pca_init, vae_loss
 from sora_jax.train.loop import fit, host_rng
-from sora_jax.train.state import apply_gradients, create_state, make_optimizer
+from sora_jax.parallel.rules import logical_sharding
+from sora_jax.parallel.sharding import global_batch, replicated, sharded_train_step
+from sora_jax.train.state import create_state, make_optimizer, make_train_step
 
 
 def vae_batch(config, step, stream=1):
@@ -27,8 +27,11 @@ def vae_batch(config, step, stream=1):
   return to_model_range(np.stack(clips)), {}
 
 
-def train_vae(config, workdir):
-  """Returns (vae module, EMA params) after training or resuming the VAE stage."""
+def train_vae(config, workdir, mesh):
+  """Returns (vae module, EMA params) after training or resuming the VAE stage.
+
+  Data parallel over the mesh's batch axes; the (small) VAE is replicated.
+  """
   vt = config.vae_train
   vae = build_vae(config.vae)
   example, _ = vae_batch(config, 0)
@@ -39,15 +42,22 @@ def train_vae(config, workdir):
   tx, schedule = make_optimizer(lr=vt.lr, warmup=vt.warmup, total_steps=vt.steps,
                                 grad_clip=config.train.grad_clip)
 
-  @jax.jit
-  def train_step(state, batch, rng):
-    loss_fn = functools.partial(vae_loss, vae, video=batch, rng=rng, kl_weight=config.vae.kl_weight)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state = apply_gradients(state, grads, tx, config.train.ema_decay)
-    return new_state, {**metrics, "loss": loss, "lr": schedule(state.step),
-                       "grad_norm": optax.global_norm(grads)}
+  def loss_fn(params, batch, rng):
+    return vae_loss(vae, params, batch["video"], rng, kl_weight=config.vae.kl_weight)
 
-  state = fit("vae", workdir=workdir, state=create_state(params, tx), train_step=train_step,
-              batch_at=lambda step: vae_batch(config, step), num_steps=vt.steps, seed=config.seed,
+  state_sharding = replicated(mesh)
+  video_sharding = {"video": logical_sharding(P("batch"), mesh)}
+  step_fn = sharded_train_step(make_train_step(loss_fn, tx, schedule, config.train.ema_decay), mesh,
+                               state_sharding, video_sharding)
+
+  def batch_at(step):
+    # Every host renders the same clips and keeps its rows: VAE batches are small.
+    video, metrics = vae_batch(config, step)
+    rows = len(video) // jax.process_count()
+    local = {"video": video[jax.process_index() * rows:(jax.process_index() + 1) * rows]}
+    return global_batch(local, video_sharding, len(video)), metrics
+
+  state = fit("vae", workdir=workdir, state=jax.device_put(create_state(params, tx), state_sharding),
+              train_step=step_fn, batch_at=batch_at, num_steps=vt.steps, seed=config.seed,
               log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every)
   return vae, state.ema_params

@@ -1,0 +1,1 @@
+"""Meshes, logical-axis sharding rules, multi-host set-up and global batches."""
