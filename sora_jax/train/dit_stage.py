@@ -2,6 +2,7 @@
 import dataclasses
 import os
 import pickle
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -79,12 +80,17 @@ def dit_batch(config, cache, step, shard=0, num_shards=1):
   return batch, {"padding_fraction": padding_fraction(batch), "examples_per_row": placed / rows}
 
 
-def dit_training(config):
-  """The pure pieces of DiT training, shared by `train` and `aot`.
+@dataclasses.dataclass(frozen=True)
+class DiTTraining:
+  """The pure pieces of DiT training, shared by `train`, `aot` and the sharding tests."""
+  model: Any
+  init_state: Callable       # rng -> TrainState whose params carry logical axis names
+  loss_fn: Callable          # (params, batch, rng) -> (loss, metrics)
+  train_step: Callable       # (state, batch, rng) -> (state, metrics)
+  batch_shapes: dict         # {key: ShapeDtypeStruct} of the global packed batch
 
-  Returns (model, init_state(rng) -> TrainState with logically named params,
-  train_step(state, batch, rng) -> (state, metrics), batch_shapes {key: ShapeDtypeStruct}).
-  """
+
+def dit_training(config):
   model = build_dit(config)
   objective = make_objective(config.diffusion)
   tc = config.train
@@ -108,16 +114,17 @@ def dit_training(config):
     return diffusion_loss(apply, objective, batch, rng,
                           shift_base_tokens=config.diffusion.shift_base_tokens), {}
 
-  return model, init_state, make_train_step(loss_fn, tx, schedule, tc.ema_decay), batch_shapes
+  return DiTTraining(model, init_state, loss_fn, make_train_step(loss_fn, tx, schedule, tc.ema_decay),
+                     batch_shapes)
 
 
 def train_dit(config, workdir, vae, vae_params, mesh):
   """Returns (dit module, EMA params, latent stats) after training or resuming the DiT stage."""
   cache = latent_cache(config, workdir, vae, vae_params)
-  model, init_state, train_step, batch_shapes = dit_training(config)
-  state, state_sharding = init_sharded(init_state, jax.random.key(config.seed), mesh)
-  shardings = batch_sharding(batch_shapes, mesh)
-  step_fn = sharded_train_step(train_step, mesh, state_sharding, shardings)
+  training = dit_training(config)
+  state, state_sharding = init_sharded(training.init_state, jax.random.key(config.seed), mesh)
+  shardings = batch_sharding(training.batch_shapes, mesh)
+  step_fn = sharded_train_step(training.train_step, mesh, state_sharding, shardings)
 
   def batch_at(step):
     local, metrics = dit_batch(config, cache, step, jax.process_index(), jax.process_count())
@@ -127,4 +134,4 @@ def train_dit(config, workdir, vae, vae_params, mesh):
   state = fit("dit", workdir=workdir, state=state, train_step=step_fn, batch_at=batch_at,
               num_steps=tc.steps, seed=config.seed + 1, log_every=tc.log_every,
               checkpoint_every=tc.checkpoint_every)
-  return model, state.ema_params, cache["stats"]
+  return training.model, state.ema_params, cache["stats"]
