@@ -46,6 +46,8 @@ def get_config(arg=None):
   c.model.pos_emb = "rope"                 # rope (3D rotary) | sincos (p_t(t) + p_s(h, w))
   c.model.qk_norm = True
   c.model.attention_impl = "xla"
+  c.model.dtype = "float32"                # compute dtype; parameters stay float32
+  c.model.remat = "none"                   # none | full | dots (save matmul outputs)
   c.model.text = ml_collections.ConfigDict()
   c.model.text.vocab_size = 4096
   c.model.text.max_len = 24
@@ -76,6 +78,9 @@ def get_config(arg=None):
   c.train.checkpoint_every = 500
 
   c.mesh = mesh_config()                   # all devices on `data` by default
+
+  c.aot = ml_collections.ConfigDict()
+  c.aot.example_grid = (5, 3, 3)           # patch grid of the examples assumed by `aot` FLOPs
 
   c.sample = ml_collections.ConfigDict()
   c.sample.steps = 30

@@ -4,6 +4,7 @@
   sora-jax sample --workdir=DIR --prompt="a red circle moves to the right" --num_frames=17
                   --height=64 --width=96 --steps=30 --guidance=4 --seed=0 --output=out.mp4
   sora-jax eval   --workdir=DIR
+  sora-jax aot    --config=configs/sora_8b.py:v5p --topology=v5p-256 [--num_slices=2]
 """
 import json
 import os
@@ -17,8 +18,7 @@ from sora_jax.config import ConfigError
 from sora_jax.data.video_io import VideoReadError
 from sora_jax.generate import CheckpointMissing
 
-COMMANDS = ("train", "sample", "eval")
-
+COMMANDS = ("train", "sample", "eval", "aot")
 
 
 def make_flags(argv):
@@ -36,7 +36,10 @@ def make_flags(argv):
   flags.DEFINE_integer("steps", None, "sampler steps; default from the config", flag_values=fv)
   flags.DEFINE_float("guidance", None, "classifier-free guidance scale; default from the config", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
-  flags.DEFINE_string("output", None, "output .mp4 / .gif / .png (png for 1 frame)", flag_values=fv)
+  flags.DEFINE_string("output", None, "output .mp4 / .gif / .png (png for 1 frame); aot: a .json report",
+                      flag_values=fv)
+  flags.DEFINE_string("topology", None, "aot: TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8", flag_values=fv)
+  flags.DEFINE_integer("num_slices", 1, "aot: slices of a multislice job (DCN)", flag_values=fv)
   return fv
 
 
@@ -88,6 +91,16 @@ def cmd_eval(args):
   print(json.dumps(pipeline.evaluate(pipe, workdir, seed=args.seed, **_sample_args(args, pipe.config)), indent=1))
 
 
+def cmd_aot(args):
+  from sora_jax import aot
+  from sora_jax.pipeline import write_json
+  config, topology = _require(args, "config"), _require(args, "topology")
+  report = aot.compile_report(config, topology, args.num_slices)
+  if args.output:
+    write_json(args.output, report)
+  print(json.dumps(report, indent=1))
+
+
 def _flag_error(error, argv):
   """One line for a flag error (config_flags puts a traceback in some of its messages)."""
   lines = [line for line in str(error).splitlines() if line.strip()]
@@ -126,7 +139,7 @@ def main(argv):
   if args["config"].present:
     from sora_jax.config import validate
     validate(_load_config(args))
-  {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}[rest[1]](args)
+  {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "aot": cmd_aot}[rest[1]](args)
 
 
 def run(argv=None):

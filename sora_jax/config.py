@@ -2,7 +2,8 @@
 import ml_collections
 
 from sora_jax.diffusion import OBJECTIVES
-from sora_jax.models.dit import ATTENTION_PATTERNS, MAX_EXAMPLES_PER_ROW, POSITION_EMBEDDINGS
+from sora_jax.nn.attention import IMPLEMENTATIONS
+from sora_jax.models.dit import ATTENTION_PATTERNS, MAX_EXAMPLES_PER_ROW, POSITION_EMBEDDINGS, REMAT_POLICIES
 
 VAE_SPATIAL, VAE_TEMPORAL = 8, 4
 
@@ -49,6 +50,12 @@ def validate(c):
       raise ConfigError(f"model.attention_patterns has {p!r}; choose from {ATTENTION_PATTERNS}")
   if c.model.pos_emb not in POSITION_EMBEDDINGS:
     raise ConfigError(f"model.pos_emb={c.model.pos_emb!r}; choose from {POSITION_EMBEDDINGS}")
+  if c.model.attention_impl not in IMPLEMENTATIONS:
+    raise ConfigError(f"model.attention_impl={c.model.attention_impl!r}; choose from {IMPLEMENTATIONS}")
+  if c.model.remat not in REMAT_POLICIES:
+    raise ConfigError(f"model.remat={c.model.remat!r}; choose from {tuple(REMAT_POLICIES)}")
+  if c.model.dtype not in ("float32", "bfloat16"):
+    raise ConfigError(f"model.dtype={c.model.dtype!r}; choose float32 or bfloat16")
   if c.diffusion.objective not in OBJECTIVES:
     raise ConfigError(f"diffusion.objective={c.diffusion.objective!r}; choose from {OBJECTIVES}")
   if not 1 <= c.train.max_per_row <= MAX_EXAMPLES_PER_ROW:

@@ -22,12 +22,14 @@ LAYOUTS = {
     "tensor": dict(data=4, tensor=2),
     "context": dict(data=2, context=4),
     "mixed": dict(data=1, fsdp=2, context=2, tensor=2),
+    "mixed_splash": dict(data=1, fsdp=2, context=2, tensor=2),  # + the splash kernel per device
 }
 GRIDS = [(1, 2, 2), (2, 2, 4), (3, 2, 2), (2, 4, 2), (1, 4, 4), (3, 2, 4), (2, 2, 2), (1, 2, 4)]
 
 
-def tiny_config(**mesh):
+def tiny_config(attention_impl="xla", **mesh):
   c = get_config("tiny")
+  c.model.attention_impl = attention_impl
   c.mesh = mesh_config(**mesh)
   c.model.num_heads = 4
   c.model.text.num_heads = 2
@@ -61,7 +63,7 @@ def setup():
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_layout_matches_one_device(setup, layout):
-  config = tiny_config(**LAYOUTS[layout])
+  config = tiny_config("splash_interpret" if "splash" in layout else "xla", **LAYOUTS[layout])
   mesh = make_mesh(config.mesh)
   check_divisibility(config, mesh)
   training = dit_training(config)

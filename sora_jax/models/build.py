@@ -1,4 +1,6 @@
 """Models from config sections: the one place that turns config fields into modules."""
+import jax.numpy as jnp
+
 from sora_jax.models.dit import DiT
 from sora_jax.models.text import HashedWordEncoder, tokenize
 from sora_jax.models.vae import CausalVAE
@@ -20,7 +22,8 @@ def build_dit(config):
   text = HashedWordEncoder(t.vocab_size, t.width, t.depth, t.num_heads)
   return DiT(patch_dim(config), text, width=m.width, depth=m.depth, num_heads=m.num_heads,
              mlp_ratio=m.mlp_ratio, attention_patterns=tuple(m.attention_patterns),
-             pos_emb=m.pos_emb, qk_norm=m.qk_norm, attention_impl=m.attention_impl)
+             pos_emb=m.pos_emb, qk_norm=m.qk_norm, attention_impl=m.attention_impl,
+             dtype=jnp.dtype(m.dtype), remat=m.remat)
 
 
 def caption_ids(config, captions):

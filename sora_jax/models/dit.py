@@ -7,6 +7,7 @@ example's output is the same alone in a row or packed with others.
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from sora_jax.nn.embeddings import rope_3d, separable_sincos, timestep_embedding
@@ -14,6 +15,9 @@ from sora_jax.nn.layers import Attention, Mlp, constrain, dense, layer_norm, mod
 
 ATTENTION_PATTERNS = ("full", "spatial", "temporal")
 POSITION_EMBEDDINGS = ("rope", "sincos")
+# Activation checkpointing per block: what the backward pass keeps instead of recomputing.
+REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 MAX_EXAMPLES_PER_ROW = 2047  # keeps the temporal-pattern ids below 2**31
 ACTIVATION_AXES = ("batch", "length", "act_embed")
 
@@ -91,6 +95,7 @@ class DiT(nn.Module):
   qk_norm: bool = True
   dtype: Any = jnp.float32
   attention_impl: str = "xla"
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, tokens, segment_ids, positions, cond_mask, timesteps, text_ids):
@@ -121,9 +126,12 @@ class DiT(nn.Module):
       x = x + separable_sincos(positions, self.width).astype(self.dtype)
     else:
       rope = rope_3d(positions, self.width // self.num_heads)
+    block = DiTBlock
+    if self.remat != "none":
+      block = nn.remat(DiTBlock, policy=REMAT_POLICIES[self.remat])
     for i in range(self.depth):
       pattern = self.attention_patterns[i % len(self.attention_patterns)]
-      x = DiTBlock(self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl,
+      x = block(self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl,
                    name=f"block_{i}")(x, cond, segment_ids, cond_mask,
                                       pattern_segment_ids(segment_ids, positions, pattern),
                                       rope, context, text_ids_flat)

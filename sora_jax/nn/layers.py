@@ -96,6 +96,7 @@ class Attention(nn.Module):
     q = constrain(q, ("batch", self.seq_axis, "act_heads", "kv"))
     k, v = (constrain(a, ("batch", "kv_length", "act_heads", "kv")) for a in (k, v))
     kv_ids = segment_ids if context is None else context_segment_ids
-    out = dot_product_attention(q, k, v, segment_ids, kv_ids, implementation=self.implementation)
+    out = dot_product_attention(q, k, v, segment_ids, kv_ids, implementation=self.implementation,
+                                length_axis=self.seq_axis)
     out = out.reshape(out.shape[:-2] + (width,))
     return dense(width, ("heads", "embed"), dtype=self.dtype, name="out")(out)

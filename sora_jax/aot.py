@@ -1,0 +1,155 @@
+"""Compile ahead for a named TPU pod on any machine: does the train step fit, and how fast?
+
+libtpu (the `tpu` extra) compiles for a TPU topology without a TPU. The report gives per-chip
+memory against the chip's HBM, XLA's FLOP and byte counts, and a roofline step time and MFU
+(the larger of compute time and HBM time; interconnect time is not modelled).
+"""
+import dataclasses
+import math
+import os
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sora_jax.config import ConfigError
+from sora_jax.models.build import patch_dim
+from sora_jax.parallel.mesh import check_divisibility, make_mesh
+from sora_jax.parallel.sharding import MeshFunction, batch_sharding, replicated, sharded_train_step
+from sora_jax.parallel.rules import logical_sharding
+from sora_jax.train.dit_stage import dit_training
+from sora_jax.train.flops import dit_forward_flops, dit_train_flops
+
+GIB = 1024 ** 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  hbm_bytes: float
+  peak_flops: float        # dense bf16 FLOP/s
+  hbm_bandwidth: float     # bytes/s
+  name_counts_cores: bool  # "v5p-256" counts TensorCores (2 per chip); "v6e-256" counts chips
+  torus_dims: int
+  accelerator_prefix: str
+
+
+# Public per-chip figures (Cloud TPU documentation).
+CHIPS = {
+    "v4": Chip(32 * GIB, 275e12, 1.228e12, True, 3, "v4"),
+    "v5e": Chip(16 * GIB, 197e12, 0.819e12, False, 2, "v5litepod"),
+    "v5p": Chip(95 * GIB, 459e12, 2.765e12, True, 3, "v5p"),
+    "v6e": Chip(32 * GIB, 918e12, 1.640e12, False, 2, "v6e"),
+}
+
+
+def torus_shape(chips, dims):
+  """Chip count -> the slice's torus, e.g. 128 chips in 3D -> (4, 4, 8), 256 in 2D -> (16, 16)."""
+  if chips < 1 or chips & (chips - 1):
+    raise ConfigError(f"--topology: {chips} chips is not a power of two")
+  shape = [1] * dims
+  for _ in range(int(math.log2(chips))):
+    shape[min(range(dims), key=lambda i: (shape[i], -i))] *= 2
+  return tuple(sorted(shape))
+
+
+def parse_topology(topology):
+  """'v5p-256' (Cloud TPU name) or 'v5p:4x4x8' -> (chip name, Chip, topology name, accelerator type)."""
+  m = re.fullmatch(r"(v4|v5e|v5p|v6e)(?:-(\d+)|:(\d+(?:x\d+)+))", topology)
+  if not m:
+    raise ConfigError(f"--topology={topology!r}: expected e.g. v5p-256, v6e-64 or v5p:4x4x8 (chips: {', '.join(CHIPS)})")
+  name, count, dims = m.groups()
+  chip = CHIPS[name]
+  if dims:
+    shape = tuple(int(d) for d in dims.split("x"))
+    chips = math.prod(shape)
+  else:
+    count = int(count)
+    if chip.name_counts_cores and count % 2:
+      raise ConfigError(f"--topology={topology}: {name} slices count TensorCores, 2 per chip")
+    chips = count // 2 if chip.name_counts_cores else count
+    shape = torus_shape(chips, chip.torus_dims)
+  accelerator = f"{chip.accelerator_prefix}-{chips * 2 if chip.name_counts_cores else chips}"
+  return name, chip, f"{name}:{'x'.join(map(str, shape))}", accelerator
+
+
+def tpu_devices(topology, num_slices=1):
+  """Abstract TPU devices of a pod (no TPU needed); raises ConfigError if libtpu is missing."""
+  _, _, topology_name, accelerator = parse_topology(topology)
+  os.environ.setdefault("TPU_ACCELERATOR_TYPE", accelerator)
+  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # other jax processes may hold libtpu
+  from jax.experimental import topologies
+  try:
+    kwargs = {"num_slices": num_slices} if num_slices > 1 else {}
+    return topologies.get_topology_desc(platform="tpu", topology_name=topology_name, **kwargs).devices
+  except Exception as e:  # noqa: BLE001 - libtpu reports a missing plugin in several ways
+    raise ConfigError(f"--topology={topology}: cannot load TPU compiler ({str(e).splitlines()[0]}); "
+                      "install it with `pip install -e .[tpu]`") from None
+
+
+def _abstract(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def _report(name, compiled, chip, chips, model_flops):
+  mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+  flops, bytes_accessed = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+  step_time = max(flops / chip.peak_flops, bytes_accessed / chip.hbm_bandwidth)
+  return {
+      "step": name,
+      "memory_per_chip_gib": round(peak / GIB, 3),
+      "hbm_per_chip_gib": round(chip.hbm_bytes / GIB, 1),
+      "fits": bool(peak <= chip.hbm_bytes),
+      "memory_breakdown_gib": {k: round(getattr(mem, f"{k}_size_in_bytes") / GIB, 3)
+                               for k in ("argument", "output", "alias", "temp")},
+      "xla_flops_per_chip": flops,
+      "xla_bytes_per_chip": bytes_accessed,
+      "model_flops_per_chip": model_flops / chips,
+      "roofline_step_seconds": step_time,
+      "roofline_mfu": (model_flops / chips) / (step_time * chip.peak_flops) if step_time else 0.0,
+  }
+
+
+def compile_report(config, topology, num_slices=1):
+  """Compile the DiT train step and one sampling evaluation for the pod; return their reports."""
+  chip_name, chip, topology_name, _ = parse_topology(topology)
+  devices = tpu_devices(topology, num_slices)
+  mesh = make_mesh(config.mesh, devices=devices)
+  check_divisibility(config, mesh)
+  training = dit_training(config)
+  rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated(mesh))
+  state_abstract = jax.eval_shape(training.init_state, jax.random.key(0))
+  state_sharding = logical_sharding(nn.get_partition_spec(state_abstract), mesh)
+  state = _abstract(nn.meta.unbox(state_abstract), state_sharding)
+  batch_sh = batch_sharding(training.batch_shapes, mesh)
+  batch = _abstract(training.batch_shapes, batch_sh)
+
+  # Model FLOPs for rows each filled by one example of the configured AOT shape.
+  grid = np.asarray(config.aot.example_grid)
+  per_row = config.train.row_length // int(grid.prod())
+  grids = np.tile(grid, (config.train.rows * per_row, 1))
+  pd, lt = patch_dim(config), config.model.text.max_len
+  step = sharded_train_step(training.train_step, mesh, state_sharding, batch_sh)
+  train = step.lower(state, batch, rng).compile()
+
+  def denoise(params, batch, t):
+    return training.model.apply({"params": params}, batch["tokens"], batch["segment_ids"],
+                                batch["positions"], batch["cond_mask"], t, batch["text_ids"])
+  t = jax.ShapeDtypeStruct(training.batch_shapes["grid"].shape[:2], jnp.float32,
+                           sharding=logical_sharding(jax.sharding.PartitionSpec("batch"), mesh))
+  sample = MeshFunction(denoise, mesh).lower(state.ema_params, batch, t).compile()
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  chips = len(devices)
+  return {
+      "topology": topology_name, "slices": num_slices, "chips": chips, "chip": chip_name,
+      "mesh": dict(zip(mesh.axis_names, map(int, mesh.devices.shape))),
+      "parameters": n_params,
+      "tokens_per_step": config.train.rows * config.train.row_length,
+      "reports": [_report("train_step", train, chip, chips, dit_train_flops(config.model, pd, lt, grids)),
+                  _report("sample_step", sample, chip, chips, dit_forward_flops(config.model, pd, lt, grids))],
+  }
