@@ -51,7 +51,7 @@ def torus_shape(chips, dims):
   shape = [1] * dims
   for _ in range(int(math.log2(chips))):
     shape[min(range(dims), key=lambda i: (shape[i], -i))] *= 2
-  return tuple(sorted(shape))
+  return tuple(sorted(d for d in shape if d > 1)) + (1,) * shape.count(1)  # e.g. 2x2x1
 
 
 def parse_topology(topology):
@@ -84,16 +84,32 @@ def tpu_devices(topology, num_slices=1):
   try:
     kwargs = {"num_slices": num_slices} if num_slices > 1 else {}
     return topologies.get_topology_desc(platform="tpu", topology_name=topology_name, **kwargs).devices
-  except Exception as e:  # noqa: BLE001 - libtpu reports a missing plugin in several ways
-    raise ConfigError(f"--topology={topology}: cannot load TPU compiler ({str(e).splitlines()[0]}); "
-                      "install it with `pip install -e .[tpu]`") from None
+  except Exception as e:  # noqa: BLE001 - libtpu reports its failures in several ways
+    import importlib.util
+    hint = "" if importlib.util.find_spec("libtpu") else "; install the TPU compiler: pip install -e .[tpu]"
+    raise ConfigError(f"--topology={topology}: {str(e).splitlines()[0]}{hint}") from None
 
 
 def _abstract(tree, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def _report(name, compiled, chip, chips, model_flops):
+def _compile(lowered):
+  """Compiled executable, or the compiler's out-of-memory message (it refuses what cannot fit)."""
+  try:
+    return lowered.compile(), None
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    return None, str(e).splitlines()[0]
+
+
+def _report(name, lowered, chip, chips, model_flops):
+  compiled, oom = _compile(lowered)
+  if oom:
+    needed = re.search(r"required for HLO temporaries \(([\d.]+)G\)", oom)
+    return {"step": name, "fits": False, "hbm_per_chip_gib": round(chip.hbm_bytes / GIB, 1),
+            "temp_needed_gib": float(needed.group(1)) if needed else None, "compiler": oom}
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -132,17 +148,20 @@ def compile_report(config, topology, num_slices=1):
   # Model FLOPs for rows each filled by one example of the configured AOT shape.
   grid = np.asarray(config.aot.example_grid)
   per_row = config.train.row_length // int(grid.prod())
+  if per_row < 1:
+    raise ConfigError(f"aot.example_grid={tuple(grid)} has {int(grid.prod())} tokens, more than "
+                      f"train.row_length={config.train.row_length}")
   grids = np.tile(grid, (config.train.rows * per_row, 1))
   pd, lt = patch_dim(config), config.model.text.max_len
   step = sharded_train_step(training.train_step, mesh, state_sharding, batch_sh)
-  train = step.lower(state, batch, rng).compile()
+  train = step.lower(state, batch, rng)
 
   def denoise(params, batch, t):
     return training.model.apply({"params": params}, batch["tokens"], batch["segment_ids"],
                                 batch["positions"], batch["cond_mask"], t, batch["text_ids"])
   t = jax.ShapeDtypeStruct(training.batch_shapes["grid"].shape[:2], jnp.float32,
                            sharding=logical_sharding(jax.sharding.PartitionSpec("batch"), mesh))
-  sample = MeshFunction(denoise, mesh).lower(state.ema_params, batch, t).compile()
+  sample = MeshFunction(denoise, mesh).lower(state.ema_params, batch, t)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   chips = len(devices)
   return {

@@ -38,6 +38,14 @@ def make_flags(argv):
   flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
   flags.DEFINE_string("output", None, "output .mp4 / .gif / .png (png for 1 frame); aot: a .json report",
                       flag_values=fv)
+  flags.DEFINE_bool("distributed", False, "join a multi-host job (auto-detected on Cloud TPU, GKE, SLURM)",
+                    flag_values=fv)
+  flags.DEFINE_string("coordinator", None, "multi-host: coordinator host:port (implies --distributed)",
+                      flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "multi-host: number of processes (with --coordinator)",
+                       flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "multi-host: this process's index (with --coordinator)",
+                       flag_values=fv)
   flags.DEFINE_string("topology", None, "aot: TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8", flag_values=fv)
   flags.DEFINE_integer("num_slices", 1, "aot: slices of a multislice job (DCN)", flag_values=fv)
   return fv
@@ -136,6 +144,9 @@ def main(argv):
     raise UsageError(f"{given[0] if given else key}: {key!r} is not a key of the config") from None
   if len(rest) != 2 or rest[1] not in COMMANDS:
     raise UsageError(f"give one command from {COMMANDS}, e.g. `sora-jax train --config=configs/shapes.py --workdir=runs/shapes`")
+  if args.distributed or args.coordinator:
+    from sora_jax.parallel.distributed import initialize
+    initialize(args.coordinator, args.num_processes, args.process_id)
   if args["config"].present:
     from sora_jax.config import validate
     validate(_load_config(args))

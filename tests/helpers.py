@@ -36,3 +36,19 @@ def model_inputs(batch, timesteps):
 def init_params(model, batch, seed=0):
   t = np.full(batch["grid"].shape[:2], 0.5, np.float32)
   return model.init(jax.random.key(seed), *model_inputs(batch, t))["params"]
+
+
+def fake_latent_cache(config, num_videos=12, seed=0):
+  """A latent cache (as train/dit_stage.latent_cache builds) of random latents and real specs."""
+  from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL
+  from sora_jax.data.latents import channel_stats
+  from sora_jax.data.synthetic import sample_spec
+  rng = np.random.default_rng(seed)
+  specs, latents = [], []
+  for _ in range(num_videos):
+    spec = sample_spec(rng, frames=tuple(config.data.frames), sizes=tuple(map(tuple, config.data.sizes)))
+    shape = (1 + (spec.num_frames - 1) // VAE_TEMPORAL, spec.height // VAE_SPATIAL, spec.width // VAE_SPATIAL,
+             config.vae.latent_channels)
+    specs.append(spec)
+    latents.append((rng.normal(size=shape).astype(np.float32), np.full(shape, 0.1, np.float32)))
+  return {"latents": latents, "specs": specs, "stats": channel_stats(latents)}

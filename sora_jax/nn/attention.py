@@ -91,7 +91,6 @@ def _splash(q, k, v, q_ids, kv_ids, *, interpret):
   return heads_first(out)[:, :lq].astype(v.dtype)
 
 
-@functools.lru_cache(maxsize=None)
 def _splash_kernel(heads, lq, lk, interpret):
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
@@ -101,5 +100,5 @@ def _splash_kernel(heads, lq, lk, interpret):
   sizes = sk.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk, block_q_dkv=bq, block_kv_dkv=bk,
                         block_kv_dkv_compute=bk, block_q_dq=bq, block_kv_dq=bk)
   mask = sm.MultiHeadMask([sm.FullMask((lq, lk)) for _ in range(heads)])
-  with jax.ensure_compile_time_eval():  # concrete mask tables: the cached kernel outlives traces
-    return sk.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
+  # Built per trace (its mask tables become constants of that trace); the mask processing is cached.
+  return sk.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)

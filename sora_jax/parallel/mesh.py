@@ -58,6 +58,7 @@ def check_divisibility(config, mesh):
       ("vae_train.batch_size", config.vae_train.batch_size, batch_shards, "data x fsdp"),
       ("train.row_length", config.train.row_length, size["context"], "mesh.context"),
       ("model.num_heads", config.model.num_heads, size["tensor"], "mesh.tensor"),
+      ("model.width", config.model.width, size["fsdp"] * size["context"], "fsdp x context"),
       ("model.text.num_heads", config.model.text.num_heads, size["tensor"], "mesh.tensor"),
   )
   for key, value, divisor, axis in checks:

@@ -1,7 +1,7 @@
 """The one table that maps logical axis names (on parameters and activations) to mesh axes.
 
 Model code names axes by meaning ("embed", "heads", "length"); only this table knows the mesh.
-Parameters are FSDP-sharded on their embedding axis, heads and MLP width go over `tensor`, the
+Parameters are FSDP-sharded on their embedding axis (over `fsdp` and `context`), heads and MLP width go over `tensor`, the
 token axis of activations over `context`, and the batch over `data` x `fsdp` (ZeRO-3 style:
 FSDP ranks hold different examples and gather each weight when a layer needs it).
 """
@@ -24,7 +24,7 @@ LOGICAL_RULES = (
     ("example", None),            # per-example slots [B, E, ...]
     ("text_length", None),
     # parameters
-    ("embed", "fsdp"),
+    ("embed", ("fsdp", "context")),  # context ranks hold different tokens: they shard weights too
     ("heads", "tensor"),
     ("mlp", "tensor"),
     ("kv", None),

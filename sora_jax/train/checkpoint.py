@@ -22,11 +22,13 @@ class Checkpointer:
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
   def restore_saved(self, step=None):
-    """Restore as saved (a dict tree of arrays), without a template: for sampling and export."""
+    """Restore as saved (a dict tree of arrays) onto this process's first device, whatever mesh
+    or process count wrote it: for sampling and export."""
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    return self.manager.restore(step, args=ocp.args.StandardRestore())
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return self.manager.restore(step, args=ocp.args.StandardRestore(fallback_sharding=device))
 
   def save(self, step, state):
     self.manager.save(step, args=ocp.args.StandardSave(state))

@@ -23,9 +23,11 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
   if start >= num_steps:
     ckpt.close()
     return state
-  writer = SummaryWriter(os.path.join(workdir, "tensorboard", name))
+  lead = jax.process_index() == 0  # one host writes events and shows progress
+  writer = SummaryWriter(os.path.join(workdir, "tensorboard", name)) if lead else None
   key = jax.random.key(seed)
-  bar = tqdm.tqdm(total=num_steps, initial=start, desc=name, unit="step", dynamic_ncols=True)
+  bar = tqdm.tqdm(total=num_steps, initial=start, desc=name, unit="step", dynamic_ncols=True,
+                  disable=not lead)
   last_time, last_step = time.perf_counter(), start
   for step in range(start, num_steps):
     batch, host_metrics = batch_at(step)
@@ -37,13 +39,15 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
       metrics["steps_per_sec"] = (done - last_step) / (now - last_time)
       last_time, last_step = now, done
       for k, v in {**metrics, **host_metrics}.items():
-        writer.add_scalar(f"{name}/{k}", v, done)
+        if writer:
+          writer.add_scalar(f"{name}/{k}", v, done)
       bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_sec=f"{metrics['steps_per_sec']:.2f}")
     bar.update(1)
     if done % checkpoint_every == 0 or done == num_steps:
       ckpt.save(done, state)
   bar.close()
-  writer.close()
+  if writer:
+    writer.close()
   ckpt.close()
   return state
 

@@ -1,0 +1,31 @@
+"""`aot` compiles the train and sampling steps for a TPU pod on this CPU machine (needs libtpu)."""
+import pytest
+
+from configs.shapes import get_config
+from sora_jax import aot
+from sora_jax.config import ConfigError
+
+pytest.importorskip("libtpu", reason="install the tpu extra: pip install -e .[tpu]")
+
+
+def test_compiles_for_a_v5p_slice_and_reports_memory_and_flops():
+  report = aot.compile_report(get_config("tiny"), "v5p-8")
+  assert report["topology"] == "v5p:2x2x1" and report["chips"] == 4
+  assert report["mesh"]["data"] == 4 and report["parameters"] > 10_000
+  for step in report["reports"]:
+    assert step["fits"] and 0 < step["memory_per_chip_gib"] < step["hbm_per_chip_gib"] == 95.0
+    assert step["xla_flops_per_chip"] > 0 and step["model_flops_per_chip"] > 0
+    assert 0 < step["roofline_mfu"] <= 1.0
+  train, sample = report["reports"]
+  assert train["xla_flops_per_chip"] > 2 * sample["xla_flops_per_chip"]  # backward costs more
+
+
+@pytest.mark.parametrize("topology, shape", [("v5p-256", "v5p:4x4x8"), ("v6e-256", "v6e:16x16"),
+                                             ("v5p-16", "v5p:2x2x2"), ("v6e:4x8", "v6e:4x8")])
+def test_topology_names(topology, shape):
+  assert aot.parse_topology(topology)[2] == shape
+
+
+def test_bad_topology_is_one_clear_error():
+  with pytest.raises(ConfigError, match="expected e.g. v5p-256"):
+    aot.parse_topology("tpu-9000")
