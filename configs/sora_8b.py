@@ -24,6 +24,7 @@ def get_config(arg="v5p"):
   c.model.attention_impl = "splash"
   c.model.dtype = "bfloat16"
   c.model.remat = "full"
+  c.model.scan_layers = True
   c.model.text.vocab_size = 32768
   c.model.text.max_len = 128
   c.model.text.width = 1024

@@ -62,6 +62,7 @@ def default_config():
   c.model.attention_impl = "xla"
   c.model.dtype = "float32"                # compute dtype; parameters stay float32
   c.model.remat = "none"                   # none | full | dots (save matmul outputs)
+  c.model.scan_layers = False              # nn.scan the blocks (deep models: compile time, memory)
   c.model.text = ml_collections.ConfigDict()
   c.model.text.vocab_size = 4096
   c.model.text.max_len = 24
@@ -140,6 +141,9 @@ def validate(c):
     raise ConfigError(f"model.pos_emb={c.model.pos_emb!r}; choose from {POSITION_EMBEDDINGS}")
   if c.model.attention_impl not in IMPLEMENTATIONS:
     raise ConfigError(f"model.attention_impl={c.model.attention_impl!r}; choose from {IMPLEMENTATIONS}")
+  if c.model.scan_layers and c.model.depth % len(c.model.attention_patterns):
+    raise ConfigError(f"model.depth={c.model.depth} is not divisible by the {len(c.model.attention_patterns)} "
+                      "model.attention_patterns (scan_layers repeats one group of them)")
   if c.model.remat not in REMAT_POLICIES:
     raise ConfigError(f"model.remat={c.model.remat!r}; choose from {tuple(REMAT_POLICIES)}")
   if c.model.dtype not in ("float32", "bfloat16"):

@@ -23,7 +23,17 @@ LAYOUTS = {
     "context": dict(data=2, context=4),
     "mixed": dict(data=1, fsdp=2, context=2, tensor=2),
     "mixed_splash": dict(data=1, fsdp=2, context=2, tensor=2),  # + the splash kernel per device
+    "mixed_scan": dict(data=1, fsdp=2, context=2, tensor=2),    # + nn.scan over blocks, remat
 }
+
+
+def to_scanned(params, depth, group):
+  """Unscanned block_i params -> the stacked `blocks/block_j` layout of scan_layers=True."""
+  out = {k: v for k, v in params.items() if not k.startswith("block_")}
+  out["blocks"] = {f"block_{j}": jax.tree.map(lambda *xs: jnp.stack(xs),
+                                              *[params[f"block_{i}"] for i in range(j, depth, group)])
+                   for j in range(group)}
+  return out
 GRIDS = [(1, 2, 2), (2, 2, 4), (3, 2, 2), (2, 4, 2), (1, 4, 4), (3, 2, 4), (2, 2, 2), (1, 2, 4)]
 
 
@@ -64,14 +74,20 @@ def setup():
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_layout_matches_one_device(setup, layout):
   config = tiny_config("splash_interpret" if "splash" in layout else "xla", **LAYOUTS[layout])
+  scan = layout.endswith("scan")
+  if scan:
+    config.model.scan_layers, config.model.remat = True, "full"
+  convert = (lambda p: to_scanned(p, config.model.depth, len(config.model.attention_patterns))) if scan else (lambda p: p)
   mesh = make_mesh(config.mesh)
   check_divisibility(config, mesh)
   training = dit_training(config)
   state, state_sharding = init_sharded(training.init_state, jax.random.key(0), mesh)
+  if scan:
+    assert state.params["blocks"]["block_0"]["mlp"]["fc1"]["kernel"].shape[0] == 1  # stacked groups
   if layout == "fsdp":  # the state is created already sharded: no device holds a full weight
     kernel = state.params["block_0"]["mlp"]["fc1"]["kernel"]
     assert kernel.addressable_shards[0].data.shape[0] == kernel.shape[0] // 8
-  params = jax.device_put(setup["params"], state_sharding.params)
+  params = jax.device_put(convert(setup["params"]), state_sharding.params)
   shardings = batch_sharding(setup["batch"], mesh)
   batch = jax.device_put(setup["batch"], shardings)
 
@@ -80,7 +96,7 @@ def test_layout_matches_one_device(setup, layout):
                          out_shardings=(replicated(mesh), state_sharding.params))
   loss, grads = grad_fn(params, batch, setup["rng"])
   np.testing.assert_allclose(loss, setup["loss"], rtol=1e-5)
-  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(setup["grads"])):
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(convert(setup["grads"]))):
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6)
 
   # The packed row's per-example outputs equal each example run alone.
@@ -93,7 +109,7 @@ def test_layout_matches_one_device(setup, layout):
       continue
     alone, _ = packed([ex], rows=1, row_length=config.train.row_length, max_per_row=config.train.max_per_row)
     t_alone = np.full((1, config.train.max_per_row), t[place[0], place[1]], np.float32)
-    want = training.model.apply({"params": setup["params"]}, alone["tokens"], alone["segment_ids"],
+    want = training.model.apply({"params": convert(setup["params"])}, alone["tokens"], alone["segment_ids"],
                                 alone["positions"], alone["cond_mask"], t_alone, alone["text_ids"])
     np.testing.assert_allclose(got, np.asarray(want)[0, :len(got)], rtol=1e-4, atol=1e-5)
 

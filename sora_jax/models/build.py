@@ -23,7 +23,7 @@ def build_dit(config):
   return DiT(patch_dim(config), text, width=m.width, depth=m.depth, num_heads=m.num_heads,
              mlp_ratio=m.mlp_ratio, attention_patterns=tuple(m.attention_patterns),
              pos_emb=m.pos_emb, qk_norm=m.qk_norm, attention_impl=m.attention_impl,
-             dtype=jnp.dtype(m.dtype), remat=m.remat)
+             dtype=jnp.dtype(m.dtype), remat=m.remat, scan_layers=m.scan_layers)
 
 
 def caption_ids(config, captions):

@@ -76,6 +76,24 @@ class DiTBlock(nn.Module):
     return constrain(x + gate_m * mlp(h), ACTIVATION_AXES)
 
 
+class BlockGroup(nn.Module):
+  """One DiTBlock per attention pattern: the unit that `nn.scan` repeats."""
+  patterns: Sequence[str]
+  num_heads: int
+  mlp_ratio: float = 4.0
+  qk_norm: bool = True
+  dtype: Any = jnp.float32
+  attention_impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x, inputs):
+    cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids = inputs
+    for j in range(len(self.patterns)):
+      x = DiTBlock(self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl,
+                   name=f"block_{j}")(x, cond, segment_ids, cond_mask, attn_ids[j], rope, text, text_ids)
+    return x, None
+
+
 class DiT(nn.Module):
   """Text-conditioned diffusion transformer over packed rows.
 
@@ -96,6 +114,7 @@ class DiT(nn.Module):
   dtype: Any = jnp.float32
   attention_impl: str = "xla"
   remat: str = "none"
+  scan_layers: bool = False   # nn.scan over groups of len(attention_patterns) blocks
 
   @nn.compact
   def __call__(self, tokens, segment_ids, positions, cond_mask, timesteps, text_ids):
@@ -126,15 +145,25 @@ class DiT(nn.Module):
       x = x + separable_sincos(positions, self.width).astype(self.dtype)
     else:
       rope = rope_3d(positions, self.width // self.num_heads)
-    block = DiTBlock
-    if self.remat != "none":
-      block = nn.remat(DiTBlock, policy=REMAT_POLICIES[self.remat])
-    for i in range(self.depth):
-      pattern = self.attention_patterns[i % len(self.attention_patterns)]
-      x = block(self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl,
-                   name=f"block_{i}")(x, cond, segment_ids, cond_mask,
-                                      pattern_segment_ids(segment_ids, positions, pattern),
-                                      rope, context, text_ids_flat)
+    patterns = tuple(self.attention_patterns)
+    inputs = (cond, segment_ids, cond_mask,
+              tuple(pattern_segment_ids(segment_ids, positions, p) for p in patterns),
+              rope, context, text_ids_flat)
+    block_args = (patterns, self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl)
+    policy = REMAT_POLICIES[self.remat]
+    if self.scan_layers:
+      # One traced group of len(patterns) blocks, scanned: compile time and the backward pass's
+      # memory schedule stay those of one group, whatever the depth.
+      group = BlockGroup if self.remat == "none" else nn.remat(BlockGroup, policy=policy, prevent_cse=False)
+      scanned = nn.scan(group, variable_axes={"params": 0}, split_rngs={"params": True},
+                        in_axes=nn.broadcast, length=self.depth // len(patterns),
+                        metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = scanned(*block_args, name="blocks")(x, inputs)
+    else:
+      block = DiTBlock if self.remat == "none" else nn.remat(DiTBlock, policy=policy)
+      for i in range(self.depth):
+        attn_ids = inputs[3][i % len(patterns)]
+        x = block(*block_args[1:], name=f"block_{i}")(x, *inputs[:3], attn_ids, *inputs[4:])
     final = dense(2 * self.width, ("embed", "modulation"), dtype=self.dtype,
                   kernel_init=nn.initializers.zeros, name="final_adaLN")(cond)
     shift, scale = jnp.split(per_token_condition(final, segment_ids, cond_mask), 2, axis=-1)

@@ -33,7 +33,7 @@ LOGICAL_RULES = (
     ("patch", None),
     ("modulation", None),
     ("text_embed", None),
-    ("time_freq", None),
+    ("layers", None),              # the stacked axis of scanned blocks
 )
 
 

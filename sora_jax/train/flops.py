@@ -13,8 +13,9 @@ def attention_pairs(grid, pattern):
   return {"full": n * n, "spatial": t * (h * w) ** 2, "temporal": h * w * t * t}[pattern]
 
 
-def dit_forward_flops(model_cfg, patch_dim, text_len, grids):
-  """Forward FLOPs of the DiT for examples with patch grids `grids` ([N, 3])."""
+def dit_forward_flop_terms(model_cfg, patch_dim, text_len, grids):
+  """Forward FLOPs of the DiT for examples with patch grids `grids` ([N, 3]), split into
+  (dense layers, attention): attention runs in kernels that XLA's cost analysis cannot see."""
   w, depth, r = model_cfg.width, model_cfg.depth, model_cfg.mlp_ratio
   grids = np.asarray(grids).reshape(-1, 3)
   grids = grids[grids.prod(-1) > 0]
@@ -25,7 +26,11 @@ def dit_forward_flops(model_cfg, patch_dim, text_len, grids):
   patterns = tuple(model_cfg.attention_patterns)
   pairs = sum(attention_pairs(g, patterns[i % len(patterns)]) for g in grids for i in range(depth))
   attention = 4 * w * pairs + 4 * w * tokens * text_len * depth    # QK^T and AV; self + cross
-  return tokens * per_token + len(grids) * per_example + attention
+  return tokens * per_token + len(grids) * per_example, attention
+
+
+def dit_forward_flops(model_cfg, patch_dim, text_len, grids):
+  return sum(dit_forward_flop_terms(model_cfg, patch_dim, text_len, grids))
 
 
 def dit_train_flops(model_cfg, patch_dim, text_len, grids):
