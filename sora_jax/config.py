@@ -84,6 +84,7 @@ def default_config():
   c.train.rows = 4                         # B: packed rows per step
   c.train.row_length = 256                 # L: tokens per row
   c.train.max_per_row = 16                 # E: example slots per row
+  c.train.token_drop = (0.0, 0.0, 0)       # NaViT token dropping: rate from, to, over steps
   c.train.lr = 2e-3
   c.train.warmup = 100
   c.train.weight_decay = 0.0
@@ -157,6 +158,8 @@ def validate(c):
                 for f in c.data.frames for h, w in c.data.sizes)
   if largest > c.train.row_length:
     raise ConfigError(f"train.row_length={c.train.row_length} is shorter than the largest example ({largest} tokens)")
+  if not all(0.0 <= r < 1.0 for r in c.train.token_drop[:2]):
+    raise ConfigError(f"train.token_drop={tuple(c.train.token_drop)}: rates must be in [0, 1)")
   for key in ("steps", "rows", "row_length"):
     if c.train[key] < 1:
       raise ConfigError(f"train.{key}={c.train[key]} must be positive")

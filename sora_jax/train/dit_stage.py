@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.config import VAE_TEMPORAL
+from sora_jax.data.budget import drop_rate, drop_tokens
 from sora_jax.data.latents import channel_stats, encode_videos, standardise
 from sora_jax.data.packing import empty_batch, first_fit, pack, padding_fraction
 from sora_jax.data.synthetic import ShapesSource, caption
@@ -73,6 +74,9 @@ def dit_batch(config, cache, step, shard=0, num_shards=1):
     z = mean + std * rng.standard_normal(mean.shape).astype(np.float32)  # posterior sample
     text = "" if rng.random() < config.data.caption_dropout else caption(cache["specs"][i], rng)
     examples.append(latent_example(config, z, cache["stats"], text))
+  rate = drop_rate(step, *t.token_drop)
+  if rate > 0:
+    examples = [drop_tokens(e, rate, rng) for e in examples]
   places = first_fit([len(e["tokens"]) for e in examples], rows=rows, row_length=t.row_length,
                      max_per_row=t.max_per_row)
   batch = pack(examples, places, rows=rows, row_length=t.row_length, max_per_row=t.max_per_row)
