@@ -103,8 +103,10 @@ def sample_spec(
     frames=(1, 5, 9, 13, 17),
     sizes=((32, 32), (32, 48), (48, 32), (48, 48), (32, 64), (64, 32), (48, 64), (64, 48), (64, 64)),
     exclude=HELD_OUT,
+    textured=0.5,
 ) -> ShapeSpec:
-    """A random spec whose (colour, shape, direction) is not in `exclude`."""
+    """A random spec whose (colour, shape, direction) is not in `exclude`; a `textured` fraction
+    of backgrounds is textured, the rest plain."""
     excluded = set(exclude)
     while True:
         combo = (rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(DIRECTIONS)))
@@ -121,7 +123,8 @@ def sample_spec(
         # Keep centre +- radius inside [0, size - 1] on every frame of the track.
         lo, hi = radius - min(d, 0.0), size - 1 - radius - max(d, 0.0)
         start.append(float(rng.uniform(lo, hi)) if lo <= hi else (size - 1 - d) / 2)
-    return ShapeSpec(colour, shape, direction, speed, str(rng.choice(BACKGROUNDS)), num_frames,
+    background = BACKGROUNDS[int(rng.random() < textured)]
+    return ShapeSpec(colour, shape, direction, speed, background, num_frames,
                      height, width, (start[0], start[1]), radius, int(rng.integers(2**31)))
 
 

@@ -34,7 +34,8 @@ def latent_cache(config, workdir, vae, vae_params):
   # latent prefix: the VAE is causal, so the prefix is exactly the encoding of the first
   # 1 + 4k frames, and only one shape per resolution needs compiling.
   frames = tuple(config.data.frames)
-  source = ShapesSource(config.seed, frames=(max(frames),), sizes=tuple(map(tuple, config.data.sizes)))
+  source = ShapesSource(config.seed, frames=(max(frames),), sizes=tuple(map(tuple, config.data.sizes)),
+                        textured=config.data.textured_fraction)
   examples = [source[i] for i in range(config.data.num_examples)]
   full = encode_videos(vae, vae_params, [e["video"] for e in examples])
   lengths = host_rng(config.seed, 3, 0).choice(frames, size=len(examples))

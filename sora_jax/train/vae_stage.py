@@ -20,7 +20,8 @@ def vae_batch(config, step, stream=1):
   rng = host_rng(config.seed, stream, step)
   clips = []
   for _ in range(vt.batch_size):
-    video = render(sample_spec(rng, frames=(vt.clip_frames,), sizes=tuple(map(tuple, config.data.sizes))))
+    video = render(sample_spec(rng, frames=(vt.clip_frames,), sizes=tuple(map(tuple, config.data.sizes)),
+                               textured=config.data.textured_fraction))
     y = rng.integers(0, video.shape[1] - vt.clip_size + 1)
     x = rng.integers(0, video.shape[2] - vt.clip_size + 1)
     clips.append(video[:, y:y + vt.clip_size, x:x + vt.clip_size])
