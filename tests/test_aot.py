@@ -29,3 +29,11 @@ def test_topology_names(topology, shape):
 def test_bad_topology_is_one_clear_error():
   with pytest.raises(ConfigError, match="expected e.g. v5p-256"):
     aot.parse_topology("tpu-9000")
+
+
+def test_multislice_mesh_puts_slices_on_data():
+  config = get_config("tiny")
+  config.mesh.dcn.data = 2
+  report = aot.compile_report(config, "v5p-8", num_slices=2)
+  assert report["chips"] == 8 and report["slices"] == 2 and report["mesh"]["data"] == 8
+  assert all(step["fits"] for step in report["reports"])
