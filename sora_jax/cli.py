@@ -17,6 +17,7 @@ from ml_collections import config_flags
 from sora_jax.config import ConfigError
 from sora_jax.data.video_io import VideoReadError
 from sora_jax.generate import CheckpointMissing
+from sora_jax.train.loop import TrainingDiverged
 
 COMMANDS = ("train", "sample", "eval", "aot")
 
@@ -156,7 +157,7 @@ def main(argv):
 def run(argv=None):
   try:
     main(sys.argv if argv is None else argv)
-  except (UsageError, ConfigError, CheckpointMissing, VideoReadError) as e:
+  except (UsageError, ConfigError, CheckpointMissing, VideoReadError, TrainingDiverged) as e:
     print(f"sora-jax: error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -10,11 +10,18 @@ from tensorboardX import SummaryWriter
 from sora_jax.train.checkpoint import Checkpointer
 
 
-def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_every, checkpoint_every):
+class TrainingDiverged(RuntimeError):
+  """Too many non-finite steps in a row; the checkpoints on disk are from before the streak."""
+
+
+def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_every, checkpoint_every,
+        max_nonfinite_in_row=20):
   """Run `train_step` from the last checkpoint of stage `name` up to `num_steps`.
 
   batch_at(step) -> (batch, host_metrics) must be deterministic in step, so a resumed run sees
   exactly the batches an uninterrupted one would. train_step(state, batch, rng) -> (state, metrics).
+  Non-finite steps are skipped inside train_step; a streak of `max_nonfinite_in_row` stops the run
+  (checked when logging and before each checkpoint, which a skipped step leaves unchanged anyway).
   """
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name))
   restored = ckpt.restore(state)
@@ -33,7 +40,12 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
     batch, host_metrics = batch_at(step)
     state, metrics = train_step(state, batch, jax.random.fold_in(key, step))
     done = step + 1
-    if done % log_every == 0 or done == num_steps:
+    logging, saving = done % log_every == 0 or done == num_steps, done % checkpoint_every == 0 or done == num_steps
+    if (logging or saving) and int(state.skipped_in_row) >= max_nonfinite_in_row:
+      ckpt.close()
+      raise TrainingDiverged(f"{name}: {int(state.skipped_in_row)} non-finite steps in a row at step {done}; "
+                             f"the last good checkpoint is step {ckpt.latest_step()}")
+    if logging:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       now = time.perf_counter()
       metrics["steps_per_sec"] = (done - last_step) / (now - last_time)
@@ -43,7 +55,7 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
           writer.add_scalar(f"{name}/{k}", v, done)
       bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_sec=f"{metrics['steps_per_sec']:.2f}")
     bar.update(1)
-    if done % checkpoint_every == 0 or done == num_steps:
+    if saving:
       ckpt.save(done, state)
   bar.close()
   if writer:

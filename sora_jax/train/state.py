@@ -13,6 +13,8 @@ class TrainState:
   params: Any
   ema_params: Any   # exponential moving average of params, used for sampling
   opt_state: Any
+  skipped: jax.Array          # updates skipped for a non-finite loss or gradient, in total
+  skipped_in_row: jax.Array   # ... since the last applied update
 
 
 def make_optimizer(*, lr, warmup, total_steps, weight_decay=0.0, grad_clip=1.0):
@@ -27,16 +29,23 @@ def make_train_step(loss_fn, tx, schedule, ema_decay):
   """loss_fn(params, batch, rng) -> (loss, metrics)  =>  step(state, batch, rng) -> (state, metrics)."""
   def train_step(state, batch, rng):
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
-    new_state = apply_gradients(state, grads, tx, ema_decay)
-    return new_state, {**metrics, "loss": loss, "lr": schedule(state.step),
-                       "grad_norm": optax.global_norm(grads)}
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # A non-finite step leaves params, EMA and optimizer as they were; the data moves on.
+    updated = apply_gradients(state, grads, tx, ema_decay)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    new_state = new_state.replace(step=state.step + 1, skipped=state.skipped + (~finite).astype(jnp.int32),
+                                  skipped_in_row=jnp.where(finite, 0, state.skipped_in_row + 1))
+    return new_state, {**metrics, "loss": loss, "lr": schedule(state.step), "grad_norm": grad_norm,
+                       "skipped_steps": new_state.skipped}
   return train_step
 
 
 def create_state(params, tx):
   # The EMA starts as a copy: the step donates the state, and one buffer donated twice crashes.
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=jax.tree.map(jnp.copy, params),
-                    opt_state=tx.init(params))
+  zero = jnp.zeros((), jnp.int32)
+  return TrainState(step=zero, params=params, ema_params=jax.tree.map(jnp.copy, params),
+                    opt_state=tx.init(params), skipped=zero, skipped_in_row=zero)
 
 
 def apply_gradients(state, grads, tx, ema_decay):

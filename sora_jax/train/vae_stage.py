@@ -60,5 +60,6 @@ def train_vae(config, workdir, mesh):
 
   state = fit("vae", workdir=workdir, state=jax.device_put(create_state(params, tx), state_sharding),
               train_step=step_fn, batch_at=batch_at, num_steps=vt.steps, seed=config.seed,
-              log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every)
+              log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
+              max_nonfinite_in_row=config.train.max_nonfinite_in_row)
   return vae, state.ema_params
