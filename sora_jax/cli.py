@@ -5,6 +5,7 @@
                   --height=64 --width=96 --steps=30 --guidance=4 --seed=0 --output=out.mp4
   sora-jax eval   --workdir=DIR
   sora-jax aot    --config=configs/sora_8b.py:v5p --topology=v5p-256 [--num_slices=2]
+  sora-jax bench  --config=configs/shapes.py [--bench_steps=10 --peak_tflops=...]
 """
 import json
 import os
@@ -19,7 +20,7 @@ from sora_jax.data.video_io import VideoReadError
 from sora_jax.generate import CheckpointMissing
 from sora_jax.train.loop import TrainingDiverged
 
-COMMANDS = ("train", "sample", "eval", "aot")
+COMMANDS = ("train", "sample", "eval", "aot", "bench")
 
 
 def make_flags(argv):
@@ -48,6 +49,9 @@ def make_flags(argv):
   flags.DEFINE_integer("process_id", None, "multi-host: this process's index (with --coordinator)",
                        flag_values=fv)
   flags.DEFINE_string("topology", None, "aot: TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8", flag_values=fv)
+  flags.DEFINE_integer("bench_steps", 10, "bench: timed steps after warm-up", flag_values=fv)
+  flags.DEFINE_float("peak_tflops", None, "bench: peak TFLOP/s per device for MFU (default: known devices)",
+                     flag_values=fv)
   flags.DEFINE_integer("num_slices", 1, "aot: slices of a multislice job (DCN)", flag_values=fv)
   return fv
 
@@ -110,6 +114,12 @@ def cmd_aot(args):
   print(json.dumps(report, indent=1))
 
 
+def cmd_bench(args):
+  from sora_jax.bench import run_bench
+  peak = args.peak_tflops * 1e12 if args.peak_tflops else None
+  print(json.dumps(run_bench(_require(args, "config"), steps=args.bench_steps, peak_flops=peak), indent=1))
+
+
 def _flag_error(error, argv):
   """One line for a flag error (config_flags puts a traceback in some of its messages)."""
   lines = [line for line in str(error).splitlines() if line.strip()]
@@ -151,7 +161,8 @@ def main(argv):
   if args["config"].present:
     from sora_jax.config import validate
     validate(_load_config(args))
-  {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "aot": cmd_aot}[rest[1]](args)
+  {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "aot": cmd_aot,
+   "bench": cmd_bench}[rest[1]](args)
 
 
 def run(argv=None):

@@ -33,6 +33,7 @@ def default_config():
   c.data.num_examples = 3000          # videos generated, encoded once and cached as latents
   c.data.textured_fraction = 0.5         # share of textured (vs plain) backgrounds
   c.data.caption_dropout = 0.1        # null caption rate, for classifier-free guidance
+  c.data.first_frame_cond = 0.0       # share of videos trained image-to-video (frame 0 given clean)
 
   c.vae = ml_collections.ConfigDict()
   c.vae.latent_channels = 16

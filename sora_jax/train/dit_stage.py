@@ -74,7 +74,12 @@ def dit_batch(config, cache, step, shard=0, num_shards=1):
     mean, std = cache["latents"][i]
     z = mean + std * rng.standard_normal(mean.shape).astype(np.float32)  # posterior sample
     text = "" if rng.random() < config.data.caption_dropout else caption(cache["specs"][i], rng)
-    examples.append(latent_example(config, z, cache["stats"], text))
+    example = latent_example(config, z, cache["stats"], text)
+    if example["grid"][0] > 1 and rng.random() < config.data.first_frame_cond:
+      # Image-to-video examples: the first latent frame (exactly the first video frame, as the
+      # VAE is causal) is given clean, so the caption alone says where the shape goes next.
+      example["cond_mask"] = example["positions"][:, 0] == 0
+    examples.append(example)
   rate = drop_rate(step, *t.token_drop)
   if rate > 0:
     examples = [drop_tokens(e, rate, rng) for e in examples]
