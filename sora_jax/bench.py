@@ -16,11 +16,8 @@ from sora_jax.parallel.mesh import check_divisibility, make_mesh
 from sora_jax.parallel.sharding import (MeshFunction, batch_sharding, global_batch, init_sharded,
                                         sharded_train_step)
 from sora_jax.train.dit_stage import dit_training
-from sora_jax.train.flops import dit_forward_flops, dit_train_flops
+from sora_jax.train.flops import PEAK_FLOPS, dit_forward_flops, dit_train_flops
 
-# Dense bf16 peak FLOP/s per device, by jax device_kind (public datasheets).
-PEAK_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12, "TPU v5p": 459e12,
-              "TPU v6 lite": 918e12, "TPU v5 lite": 197e12, "TPU v4": 275e12}
 
 
 def packed_bench_batch(config, seed=0):

@@ -1,6 +1,7 @@
 """CLI smoke test: train the tiny config a few steps, sample, and the one-line errors."""
 import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,25 @@ def call(*argv):
   run(["sora-jax", *argv])
 
 
+def scalar_tags(path):
+  """Scalar tags in a TensorBoard event file (TFRecord framing: length, crc, event, crc)."""
+  from tensorboardX.proto import event_pb2
+  data, i, tags = path.read_bytes(), 0, set()
+  while i < len(data):
+    n = struct.unpack("<Q", data[i:i + 8])[0]
+    event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+    tags.update(v.tag for v in event.summary.value)
+    i += n + 16
+  return tags
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   parent = tmp_path_factory.mktemp("runs")
   cwd = os.getcwd()
   os.chdir(parent)  # a relative workdir, as users type it
   try:
-    call("train", TINY, "--workdir=run")
+    call("train", TINY, "--workdir=run", "--config.train.peak_flops=1e12")
   finally:
     os.chdir(cwd)
   return parent / "run"
@@ -32,6 +45,10 @@ def test_train_writes_checkpoints_events_samples(workdir):
   for stage in ("vae", "dit"):
     assert (workdir / "checkpoints" / stage / "3").is_dir()
     assert list((workdir / "tensorboard" / stage).glob("events.out.tfevents.*"))
+  tags = scalar_tags(next((workdir / "tensorboard" / "dit").glob("events.out.tfevents.*")))
+  assert {"dit/loss", "dit/lr", "dit/grad_norm", "dit/skipped_steps", "dit/steps_per_sec",
+          "dit/tokens_per_sec", "dit/examples_per_sec", "dit/mfu", "dit/padding_fraction",
+          "dit/examples_per_row"} <= tags
   summary = json.loads((workdir / "eval.json").read_text())["summary"]
   assert summary["n"] == 16 and 0.0 <= summary["colour_accuracy"] <= 1.0
   assert len(list((workdir / "samples").glob("*.mp4"))) == 16

@@ -17,6 +17,7 @@ from sora_jax.diffusion import make_objective
 from sora_jax.diffusion.loss import diffusion_loss
 from sora_jax.models.build import build_dit, caption_ids, patch_dim
 from sora_jax.models.patch import grid_positions, patch_grid, patchify
+from sora_jax.train.flops import dit_train_flops
 from sora_jax.train.loop import fit, host_rng
 from sora_jax.parallel.sharding import batch_sharding, global_batch, init_sharded, sharded_train_step
 from sora_jax.train.state import create_state, make_optimizer, make_train_step
@@ -87,7 +88,9 @@ def dit_batch(config, cache, step, shard=0, num_shards=1):
                      max_per_row=t.max_per_row)
   batch = pack(examples, places, rows=rows, row_length=t.row_length, max_per_row=t.max_per_row)
   placed = sum(p is not None for p in places)
-  return batch, {"padding_fraction": padding_fraction(batch), "examples_per_row": placed / rows}
+  flops = dit_train_flops(config.model, patch_dim(config), config.model.text.max_len, batch["grid"])
+  return batch, {"padding_fraction": padding_fraction(batch), "examples_per_row": placed / rows,
+                 "tokens": int((batch["segment_ids"] > 0).sum()), "examples": placed, "model_flops": flops}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,5 +146,6 @@ def train_dit(config, workdir, vae, vae_params, mesh):
   tc = config.train
   state = fit("dit", workdir=workdir, state=state, train_step=step_fn, batch_at=batch_at,
               num_steps=tc.steps, seed=config.seed + 1, log_every=tc.log_every,
-              checkpoint_every=tc.checkpoint_every, max_nonfinite_in_row=tc.max_nonfinite_in_row)
+              checkpoint_every=tc.checkpoint_every, max_nonfinite_in_row=tc.max_nonfinite_in_row,
+              peak_flops=tc.peak_flops)
   return training.model, state.ema_params, cache["stats"]

@@ -5,6 +5,10 @@ cross-example attention of the XLA reference are not credited. Training = 3 x fo
 """
 import numpy as np
 
+# Dense bf16 peak FLOP/s per device, by jax device_kind (public datasheets), for MFU.
+PEAK_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12, "TPU v5p": 459e12,
+              "TPU v6 lite": 918e12, "TPU v5 lite": 197e12, "TPU v4": 275e12}
+
 
 def attention_pairs(grid, pattern):
   """Query-key pairs of one example's self-attention layer under an attention pattern."""

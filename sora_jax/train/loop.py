@@ -8,21 +8,29 @@ import tqdm
 from tensorboardX import SummaryWriter
 
 from sora_jax.train.checkpoint import Checkpointer
+from sora_jax.train.flops import PEAK_FLOPS
 
 
 class TrainingDiverged(RuntimeError):
   """Too many non-finite steps in a row; the checkpoints on disk are from before the streak."""
 
 
+# Host metrics summed between logs and logged as rates: these keys -> "<key>_per_sec".
+RATE_KEYS = ("tokens", "examples", "model_flops")
+
+
 def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_every, checkpoint_every,
-        max_nonfinite_in_row=20):
+        max_nonfinite_in_row=20, peak_flops=None):
   """Run `train_step` from the last checkpoint of stage `name` up to `num_steps`.
 
   batch_at(step) -> (batch, host_metrics) must be deterministic in step, so a resumed run sees
   exactly the batches an uninterrupted one would. train_step(state, batch, rng) -> (state, metrics).
   Non-finite steps are skipped inside train_step; a streak of `max_nonfinite_in_row` stops the run
   (checked when logging and before each checkpoint, which a skipped step leaves unchanged anyway).
+  Host metrics named in RATE_KEYS (this host's share) become global per-second rates, and model
+  FLOPs become MFU against `peak_flops` per device (default: known device kinds).
   """
+  peak_flops = peak_flops or PEAK_FLOPS.get(jax.devices()[0].device_kind)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name))
   restored = ckpt.restore(state)
   state = state if restored is None else restored
@@ -36,8 +44,12 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
   bar = tqdm.tqdm(total=num_steps, initial=start, desc=name, unit="step", dynamic_ncols=True,
                   disable=not lead)
   last_time, last_step = time.perf_counter(), start
+  sums = dict.fromkeys(RATE_KEYS, 0.0)
   for step in range(start, num_steps):
     batch, host_metrics = batch_at(step)
+    host_metrics = dict(host_metrics)
+    for k in RATE_KEYS:
+      sums[k] += host_metrics.pop(k, 0.0) * jax.process_count()
     state, metrics = train_step(state, batch, jax.random.fold_in(key, step))
     done = step + 1
     logging, saving = done % log_every == 0 or done == num_steps, done % checkpoint_every == 0 or done == num_steps
@@ -48,8 +60,12 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
     if logging:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       now = time.perf_counter()
-      metrics["steps_per_sec"] = (done - last_step) / (now - last_time)
-      last_time, last_step = now, done
+      elapsed = now - last_time
+      metrics["steps_per_sec"] = (done - last_step) / elapsed
+      metrics.update({f"{k}_per_sec": v / elapsed for k, v in sums.items() if v})
+      if peak_flops and sums["model_flops"]:
+        metrics["mfu"] = sums["model_flops"] / elapsed / (peak_flops * jax.device_count())
+      last_time, last_step, sums = now, done, dict.fromkeys(RATE_KEYS, 0.0)
       for k, v in {**metrics, **host_metrics}.items():
         if writer:
           writer.add_scalar(f"{name}/{k}", v, done)

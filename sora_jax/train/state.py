@@ -42,10 +42,11 @@ def make_train_step(loss_fn, tx, schedule, ema_decay):
 
 
 def create_state(params, tx):
-  # The EMA starts as a copy: the step donates the state, and one buffer donated twice crashes.
-  zero = jnp.zeros((), jnp.int32)
-  return TrainState(step=zero, params=params, ema_params=jax.tree.map(jnp.copy, params),
-                    opt_state=tx.init(params), skipped=zero, skipped_in_row=zero)
+  # Every leaf its own buffer (the EMA a copy, a fresh zero per counter): the step donates the
+  # state, and one buffer donated twice crashes.
+  zero = lambda: jnp.zeros((), jnp.int32)
+  return TrainState(step=zero(), params=params, ema_params=jax.tree.map(jnp.copy, params),
+                    opt_state=tx.init(params), skipped=zero(), skipped_in_row=zero())
 
 
 def apply_gradients(state, grads, tx, ema_decay):
