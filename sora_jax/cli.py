@@ -18,7 +18,7 @@ from ml_collections import config_flags
 from sora_jax.config import ConfigError
 from sora_jax.data.video_io import VideoReadError
 from sora_jax.generate import CheckpointMissing
-from sora_jax.train.loop import TrainingDiverged
+from sora_jax.train.loop import Preempted, TrainingDiverged
 
 COMMANDS = ("train", "sample", "eval", "aot", "bench")
 
@@ -168,6 +168,9 @@ def main(argv):
 def run(argv=None):
   try:
     main(sys.argv if argv is None else argv)
+  except Preempted as e:
+    print(f"sora-jax: {e}", file=sys.stderr)
+    sys.exit(143)  # 128 + SIGTERM: schedulers restart the job, which resumes
   except (UsageError, ConfigError, CheckpointMissing, VideoReadError, TrainingDiverged) as e:
     print(f"sora-jax: error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -1,4 +1,7 @@
 """The train loop: non-finite steps are skipped and counted; a streak stops the run."""
+import os
+import signal
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +9,7 @@ import optax
 import pytest
 
 from sora_jax.train.checkpoint import Checkpointer
-from sora_jax.train.loop import TrainingDiverged, fit
+from sora_jax.train.loop import Preempted, TrainingDiverged, fit
 from sora_jax.train.state import create_state, make_train_step
 
 BAD_STEPS = {3, 4}
@@ -46,3 +49,37 @@ def test_a_streak_of_nonfinite_steps_stops_with_the_good_checkpoint(tmp_path):
   saved = ckpt.restore_saved()
   ckpt.close()
   assert np.isfinite(saved["params"]["w"]).all() and int(saved["skipped"]) == 0
+
+
+def run_quadratic(workdir, num_steps, sigterm_at=None):
+  """fit() on the quadratic problem; the batch of step `sigterm_at` sends this process SIGTERM."""
+  step_fn, tx = quadratic_step()
+  losses = {}
+
+  def batch_at(step):
+    if step == sigterm_at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return {"bad": np.asarray(False)}, {}
+
+  def recording_step(state, batch, rng):
+    state, metrics = jax.jit(step_fn)(state, batch, rng)
+    losses[int(state.step)] = float(metrics["loss"])
+    return state, metrics
+  state = fit("q", workdir=str(workdir), state=create_state({"w": jnp.zeros(3)}, tx),
+              train_step=recording_step, batch_at=batch_at, num_steps=num_steps, seed=0, log_every=1,
+              checkpoint_every=100)
+  return state, losses
+
+
+def test_sigterm_saves_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path):
+  straight, straight_losses = run_quadratic(tmp_path / "a", 8)
+  with pytest.raises(Preempted, match="stopped by SIGTERM at step 4, checkpoint saved"):
+    run_quadratic(tmp_path / "b", 8, sigterm_at=3)
+  ckpt = Checkpointer(tmp_path / "b" / "checkpoints" / "q")
+  assert ckpt.latest_step() == 4
+  ckpt.close()
+  resumed, resumed_losses = run_quadratic(tmp_path / "b", 8)
+  assert sorted(resumed_losses) == [5, 6, 7, 8]
+  assert all(resumed_losses[s] == straight_losses[s] for s in resumed_losses)
+  for got, want in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
+    np.testing.assert_array_equal(got, want)

@@ -1,10 +1,13 @@
 """The generic train loop shared by every stage: resume, step, log, checkpoint."""
 import os
+import signal
+import threading
 import time
 
 import jax
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
 from sora_jax.train.checkpoint import Checkpointer
@@ -13,6 +16,37 @@ from sora_jax.train.flops import PEAK_FLOPS
 
 class TrainingDiverged(RuntimeError):
   """Too many non-finite steps in a row; the checkpoints on disk are from before the streak."""
+
+
+class Preempted(RuntimeError):
+  """SIGTERM arrived: a checkpoint of the current step was saved; rerun the command to resume."""
+
+
+class _StopFlag:
+  """Set by SIGTERM; with several hosts, all agree (at log steps) so they save the same step."""
+
+  def __init__(self):
+    self.raised = False
+    self.previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self.previous is not None:
+      signal.signal(signal.SIGTERM, self.previous)
+
+  def should_stop(self, logging):
+    if jax.process_count() == 1:
+      return self.raised
+    if not logging:  # a collective per step would cost a sync; agree at log steps only
+      return False
+    return bool(multihost_utils.process_allgather(np.asarray(self.raised)).any())
 
 
 # Host metrics summed between logs and logged as rates: these keys -> "<key>_per_sec".
@@ -43,6 +77,19 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
   key = jax.random.key(seed)
   bar = tqdm.tqdm(total=num_steps, initial=start, desc=name, unit="step", dynamic_ncols=True,
                   disable=not lead)
+  try:
+    with _StopFlag() as stop:
+      return _run(name, ckpt, writer, bar, stop, state, train_step, batch_at, start, num_steps, key,
+                  log_every, checkpoint_every, max_nonfinite_in_row, peak_flops)
+  finally:  # also on TrainingDiverged / Preempted: waits for the last checkpoint to be complete
+    bar.close()
+    if writer:
+      writer.close()
+    ckpt.close()
+
+
+def _run(name, ckpt, writer, bar, stop, state, train_step, batch_at, start, num_steps, key,
+         log_every, checkpoint_every, max_nonfinite_in_row, peak_flops):
   last_time, last_step = time.perf_counter(), start
   sums = dict.fromkeys(RATE_KEYS, 0.0)
   for step in range(start, num_steps):
@@ -54,7 +101,6 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
     done = step + 1
     logging, saving = done % log_every == 0 or done == num_steps, done % checkpoint_every == 0 or done == num_steps
     if (logging or saving) and int(state.skipped_in_row) >= max_nonfinite_in_row:
-      ckpt.close()
       raise TrainingDiverged(f"{name}: {int(state.skipped_in_row)} non-finite steps in a row at step {done}; "
                              f"the last good checkpoint is step {ckpt.latest_step()}")
     if logging:
@@ -71,12 +117,12 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
           writer.add_scalar(f"{name}/{k}", v, done)
       bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_sec=f"{metrics['steps_per_sec']:.2f}")
     bar.update(1)
-    if saving:
+    preempted = stop.should_stop(logging)
+    if saving or preempted:
       ckpt.save(done, state)
-  bar.close()
-  if writer:
-    writer.close()
-  ckpt.close()
+    if preempted:
+      raise Preempted(f"{name}: stopped by SIGTERM at step {done}, checkpoint saved; "
+                      "run the same command to resume")
   return state
 
 
