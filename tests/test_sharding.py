@@ -134,3 +134,23 @@ def test_divisibility_errors_name_the_key(mesh, change, message):
   config.train.update(change)
   with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
     check_divisibility(config, make_mesh(config.mesh))
+
+
+def test_checkpoint_restores_onto_another_mesh(setup, tmp_path):
+  """Saved under one layout, restored into another: orbax reshards to the target's shardings."""
+  from sora_jax.train.checkpoint import Checkpointer
+  saved_config, other_config = tiny_config(**LAYOUTS["data"]), tiny_config(**LAYOUTS["mixed"])
+  training = dit_training(saved_config)
+  state, _ = init_sharded(training.init_state, jax.random.key(0), make_mesh(saved_config.mesh))
+  ckpt = Checkpointer(tmp_path / "ckpt")
+  ckpt.save(1, state)
+  ckpt.close()
+  target, target_sharding = init_sharded(dit_training(other_config).init_state, jax.random.key(5),
+                                         make_mesh(other_config.mesh))
+  ckpt = Checkpointer(tmp_path / "ckpt")
+  restored = ckpt.restore(target)
+  ckpt.close()
+  kernel = restored.params["block_0"]["mlp"]["fc1"]["kernel"]
+  assert kernel.sharding == target_sharding.params["block_0"]["mlp"]["fc1"]["kernel"]
+  for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(got, want)

@@ -6,9 +6,13 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-  def __init__(self, directory, max_to_keep=2):
-    self.manager = ocp.CheckpointManager(
-        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+  """Asynchronous saves (training continues while a step is written); the last `max_to_keep`
+  are kept, plus every `keep_period`-th step as a permanent keeper when it is set."""
+
+  def __init__(self, directory, max_to_keep=2, keep_period=None):
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, keep_period=keep_period or None,
+                                           create=True, enable_async_checkpointing=True)
+    self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
   def latest_step(self):
     return self.manager.latest_step()

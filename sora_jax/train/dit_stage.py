@@ -147,5 +147,5 @@ def train_dit(config, workdir, vae, vae_params, mesh):
   state = fit("dit", workdir=workdir, state=state, train_step=step_fn, batch_at=batch_at,
               num_steps=tc.steps, seed=config.seed + 1, log_every=tc.log_every,
               checkpoint_every=tc.checkpoint_every, max_nonfinite_in_row=tc.max_nonfinite_in_row,
-              peak_flops=tc.peak_flops)
+              peak_flops=tc.peak_flops, keep_checkpoints=tc.keep_checkpoints, keep_period=tc.keep_period)
   return training.model, state.ema_params, cache["stats"]

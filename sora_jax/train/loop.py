@@ -54,7 +54,7 @@ RATE_KEYS = ("tokens", "examples", "model_flops")
 
 
 def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_every, checkpoint_every,
-        max_nonfinite_in_row=20, peak_flops=None):
+        max_nonfinite_in_row=20, peak_flops=None, keep_checkpoints=2, keep_period=None):
   """Run `train_step` from the last checkpoint of stage `name` up to `num_steps`.
 
   batch_at(step) -> (batch, host_metrics) must be deterministic in step, so a resumed run sees
@@ -65,7 +65,7 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
   FLOPs become MFU against `peak_flops` per device (default: known device kinds).
   """
   peak_flops = peak_flops or PEAK_FLOPS.get(jax.devices()[0].device_kind)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name))
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name), keep_checkpoints, keep_period)
   restored = ckpt.restore(state)
   state = state if restored is None else restored
   start = int(state.step)
