@@ -112,6 +112,7 @@ def default_config():
   c.sample.width = 48
   c.sample.fps = 8
   c.sample.chunk_latents = 2
+  c.sample.image_first = False             # text-to-video as text-to-image, then image-to-video
   return c
 
 
@@ -151,6 +152,8 @@ def validate(c):
   if c.model.scan_layers and c.model.depth % len(c.model.attention_patterns):
     raise ConfigError(f"model.depth={c.model.depth} is not divisible by the {len(c.model.attention_patterns)} "
                       "model.attention_patterns (scan_layers repeats one group of them)")
+  if c.sample.image_first and patch[0] != 1:
+    raise ConfigError(f"sample.image_first needs model.patch[0] == 1 (got {patch[0]}): frame 0 must be its own tokens")
   if c.model.remat not in REMAT_POLICIES:
     raise ConfigError(f"model.remat={c.model.remat!r}; choose from {tuple(REMAT_POLICIES)}")
   if c.model.dtype not in ("float32", "bfloat16"):

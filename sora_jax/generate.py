@@ -65,26 +65,45 @@ class Pipeline:
   def generate(self, prompts, *, num_frames, height, width, steps, guidance, seed):
     """list[str] -> list of uint8 [num_frames, height, width, 3]."""
     c = self.config
-    patch = tuple(c.model.patch)
-    check_video_size(num_frames, height, width, patch, what="requested size")
+    check_video_size(num_frames, height, width, tuple(c.model.patch), what="requested size")
     if not prompts or any(not p.strip() for p in prompts):
       raise ConfigError("prompt is empty: give a caption such as --prompt='a red circle moves to the right'")
     latent_shape = (1 + (num_frames - 1) // VAE_TEMPORAL, height // VAE_SPATIAL, width // VAE_SPATIAL,
                     c.vae.latent_channels)
-    grid = patch_grid(latent_shape[:3], patch)
     key = jax.random.key(seed)
     ids = caption_ids(c, prompts)
-    examples = [{"tokens": patchify(np.asarray(jax.random.normal(jax.random.fold_in(key, i), latent_shape)), patch),
-                 "positions": grid_positions(grid), "grid": np.array(grid, np.int32), "text_ids": ids[i]}
-                for i in range(len(prompts))]
+    first = None
+    if c.sample.image_first and latent_shape[0] > 1:
+      # Factorised text-to-video: text-to-image first (an image is a 1-frame video), then
+      # image-to-video from it, the first latent frame held clean as in i2v training.
+      first = self._sample_latents(ids, (1,) + latent_shape[1:], steps, guidance, jax.random.fold_in(key, 2**31 - 1))
+    return [self.decode(z) for z in self._sample_latents(ids, latent_shape, steps, guidance, key, first)]
+
+  def decode(self, latent):
+    """Standardised latent [T, H, W, C] -> uint8 video, decoded in temporal chunks."""
+    z = destandardise(latent, self.latent_stats)
+    video = decode_chunked(self.vae, self.vae_params, jnp.asarray(z[None]),
+                           chunk_latents=self.config.sample.chunk_latents)
+    return to_uint8(np.asarray(video[0]))
+
+  def _sample_latents(self, ids, latent_shape, steps, guidance, key, first=None):
+    """Standardised latents [T, H, W, C], one per caption; `first` (latents) fixes frame 0."""
+    c = self.config
+    patch = tuple(c.model.patch)
+    grid = patch_grid(latent_shape[:3], patch)
+    examples = []
+    for i in range(len(ids)):
+      z = np.array(jax.random.normal(jax.random.fold_in(key, i), latent_shape))
+      example = {"tokens": None, "positions": grid_positions(grid), "grid": np.array(grid, np.int32),
+                 "text_ids": ids[i]}
+      if first is not None:
+        z[0] = first[i][0]
+        example["cond_mask"] = example["positions"][:, 0] == 0
+      example["tokens"] = patchify(z, patch)
+      examples.append(example)
     batch, places = self._pack(examples)
     tokens = self._sample(batch, steps, float(guidance))
-    videos = []
-    for t in unpack(np.asarray(tokens), examples, places):
-      z = destandardise(unpatchify(t, grid, patch, c.vae.latent_channels), self.latent_stats)
-      video = decode_chunked(self.vae, self.vae_params, jnp.asarray(z[None]), chunk_latents=c.sample.chunk_latents)
-      videos.append(to_uint8(np.asarray(video[0])))
-    return videos
+    return [unpatchify(t, grid, patch, c.vae.latent_channels) for t in unpack(np.asarray(tokens), examples, places)]
 
   def _pack(self, examples):
     """Rows of the training length (longer if one example needs it); as many rows as needed."""
