@@ -106,7 +106,7 @@ def cmd_eval(args):
 
 def cmd_aot(args):
   from sora_jax import aot
-  from sora_jax.pipeline import write_json
+  from sora_jax.files import write_json
   config, topology = _require(args, "config"), _require(args, "topology")
   report = aot.compile_report(config, topology, args.num_slices)
   if args.output:

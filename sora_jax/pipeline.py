@@ -1,19 +1,13 @@
 """The main job: VAE stage, DiT stage, then samples and the shapes evaluation."""
-import json
 import os
 
 from sora_jax.data.video_io import write_video
 from sora_jax.evaluation.shapes import analyse_video, eval_prompts, summarise
+from sora_jax.files import write_json
 from sora_jax.generate import CONFIG_FILE, Pipeline
 from sora_jax.parallel.mesh import check_divisibility, make_mesh
 from sora_jax.train.dit_stage import train_dit
 from sora_jax.train.vae_stage import train_vae
-
-
-def write_json(path, obj):
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(path + ".tmp", path)
 
 
 def train_and_evaluate(config, workdir):

@@ -1,13 +1,13 @@
 """Read and write uint8 [T, H, W, 3] videos (.mp4 via PyAV; .gif and .png via PIL)."""
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import av
 import numpy as np
 from PIL import Image
+
+from sora_jax.files import atomic_path
 
 
 class VideoReadError(ValueError):
@@ -50,16 +50,8 @@ def write_video(path, frames: np.ndarray, fps: int = 8) -> None:
         raise ValueError(f"unsupported video extension {ext!r} (use .mp4, .gif or .png)")
     if ext == ".png" and len(frames) != 1:
         raise ValueError(f".png holds exactly 1 frame, got {len(frames)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same directory so os.replace is an atomic rename; it keeps the
-    # extension because the writers pick their format from it.
-    tmp = str(path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{ext}"))
-    try:
+    with atomic_path(path) as tmp:
         writers[ext](tmp, frames, fps)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_mp4(path: str, frames: np.ndarray, fps: int) -> None:

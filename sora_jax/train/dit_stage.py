@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.config import VAE_TEMPORAL
+from sora_jax.files import atomic_path
 from sora_jax.data.budget import drop_rate, drop_tokens
 from sora_jax.data.latents import channel_stats, encode_videos, standardise
 from sora_jax.data.packing import empty_batch, first_fit, pack, padding_fraction
@@ -46,9 +47,8 @@ def latent_cache(config, workdir, vae, vae_params):
     specs.append(dataclasses.replace(e["spec"], num_frames=int(f)))
     latents.append((mean[:keep], std[:keep]))
   cache = {"latents": latents, "specs": specs, "stats": channel_stats(latents)}
-  with open(path + ".tmp", "wb") as f:  # rename: a killed run never leaves a half cache
+  with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a killed run never leaves a half cache
     pickle.dump(cache, f)
-  os.replace(path + ".tmp", path)
   return cache
 
 
