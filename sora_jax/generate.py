@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL, ConfigError, check_video_size
+from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL, ConfigError, check_video_size, default_config
 from sora_jax.data.latents import destandardise
 from sora_jax.data.packing import first_fit, pack, unpack
 from sora_jax.data.transforms import to_uint8
@@ -26,6 +26,16 @@ from sora_jax.models.vae import decode_chunked
 from sora_jax.train.checkpoint import Checkpointer
 
 CONFIG_FILE = "config.json"
+
+
+def _with_defaults(saved, defaults):
+  """A saved config with keys added since it was written filled in from the defaults."""
+  for key, value in defaults.items():
+    if key not in saved:
+      saved[key] = value
+    elif isinstance(value, dict) and isinstance(saved[key], dict):
+      _with_defaults(saved[key], value)
+  return saved
 
 
 class CheckpointMissing(ValueError):
@@ -48,7 +58,7 @@ class Pipeline:
     if not os.path.exists(path):
       raise CheckpointMissing(f"{workdir}: no {CONFIG_FILE}; run `sora-jax train --workdir={workdir}` first")
     with open(path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+      config = ml_collections.ConfigDict(_with_defaults(json.load(f), default_config().to_dict()))
     states = {}
     for name in ("vae", "dit"):
       ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name))

@@ -86,3 +86,11 @@ def test_image_first_video_starts_with_the_text_to_image_sample(pipe):
                                       jax.random.fold_in(jax.random.key(3), 2**31 - 1))[0]
   # The causal VAE decodes frame 0 from latent frame 0 alone: the t2i sample, exactly.
   np.testing.assert_array_equal(video[0], image_first.decode(image)[0])
+
+
+def test_a_saved_config_gains_keys_added_since():
+  from sora_jax.generate import _with_defaults
+  saved = {"model": {"width": 64}, "seed": 3}
+  defaults = {"model": {"width": 128, "remat": "none"}, "seed": 0, "mesh": {"data": -1}}
+  assert _with_defaults(saved, defaults) == {"model": {"width": 64, "remat": "none"}, "seed": 3,
+                                             "mesh": {"data": -1}}
