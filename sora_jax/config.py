@@ -89,7 +89,9 @@ def default_config():
   c.train.token_drop = (0.0, 0.0, 0)       # NaViT token dropping: rate from, to, over steps
   c.train.lr = 2e-3
   c.train.warmup = 100
-  c.train.weight_decay = 0.0
+  c.train.weight_decay = 0.0               # AdamW, on kernels and embeddings only
+  c.train.schedule = "cosine"              # cosine (to 10 % of lr) | constant, after warmup
+  c.train.grad_accum = 1                   # micro-batches per update
   c.train.grad_clip = 1.0
   c.train.ema_decay = 0.995
   c.train.log_every = 25
@@ -169,6 +171,8 @@ def validate(c):
     raise ConfigError(f"train.row_length={c.train.row_length} is shorter than the largest example ({largest} tokens)")
   if not all(0.0 <= r < 1.0 for r in c.train.token_drop[:2]):
     raise ConfigError(f"train.token_drop={tuple(c.train.token_drop)}: rates must be in [0, 1)")
-  for key in ("steps", "rows", "row_length"):
+  if c.train.schedule not in ("cosine", "constant"):
+    raise ConfigError(f"train.schedule={c.train.schedule!r}; choose cosine or constant")
+  for key in ("steps", "rows", "row_length", "grad_accum"):
     if c.train[key] < 1:
       raise ConfigError(f"train.{key}={c.train[key]} must be positive")

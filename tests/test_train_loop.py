@@ -10,7 +10,7 @@ import pytest
 
 from sora_jax.train.checkpoint import Checkpointer
 from sora_jax.train.loop import Preempted, TrainingDiverged, fit
-from sora_jax.train.state import create_state, make_train_step
+from sora_jax.train.state import create_state, make_optimizer, make_train_step
 
 BAD_STEPS = {3, 4}
 
@@ -83,3 +83,35 @@ def test_sigterm_saves_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path
   assert all(resumed_losses[s] == straight_losses[s] for s in resumed_losses)
   for got, want in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
     np.testing.assert_array_equal(got, want)
+
+
+def test_weight_decay_touches_matrices_only():
+  tx, _ = make_optimizer(lr=0.1, warmup=1, total_steps=10, weight_decay=0.5)
+  params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}, "norm": {"scale": jnp.ones(2)}}
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
+  state = tx.init(params)
+  for _ in range(3):
+    updates, state = tx.update(zero_grads, state, params)
+    params = optax.apply_updates(params, updates)
+  assert float(params["dense"]["kernel"][0, 0]) < 1.0
+  assert float(params["dense"]["bias"][0]) == 1.0 and float(params["norm"]["scale"][0]) == 1.0
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(8,)).astype(np.float32)
+  loss_fn = lambda p, b, r: (jnp.mean(jnp.square(b["x"] @ p["w"] - b["y"])), {})
+
+  def train(accumulate, batches):
+    tx, schedule = make_optimizer(lr=0.05, warmup=1, total_steps=8, schedule="constant", accumulate=accumulate)
+    step = jax.jit(make_train_step(loss_fn, tx, schedule, ema_decay=0.5))
+    state = create_state({"w": jnp.zeros(3)}, tx)
+    for b in batches:
+      state, _ = step(state, b, jax.random.key(0))
+    return state
+
+  halves = [{"x": x[:4], "y": y[:4]}, {"x": x[4:], "y": y[4:]}] * 2
+  wholes = [{"x": x, "y": y}] * 2
+  accumulated, big = train(2, halves), train(1, wholes)
+  np.testing.assert_allclose(accumulated.params["w"], big.params["w"], rtol=1e-5)
+  np.testing.assert_allclose(accumulated.ema_params["w"], big.ema_params["w"], rtol=1e-5)

@@ -108,7 +108,8 @@ def dit_training(config):
   objective = make_objective(config.diffusion)
   tc = config.train
   tx, schedule = make_optimizer(lr=tc.lr, warmup=tc.warmup, total_steps=tc.steps,
-                                weight_decay=tc.weight_decay, grad_clip=tc.grad_clip)
+                                weight_decay=tc.weight_decay, grad_clip=tc.grad_clip,
+                                schedule=tc.schedule, accumulate=tc.grad_accum)
   batch_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), empty_batch(
       1, tc.row_length, tc.max_per_row, patch_dim(config), config.model.text.max_len))
   batch_shapes = {k: jax.ShapeDtypeStruct((tc.rows,) + v.shape[1:], v.dtype) for k, v in batch_shapes.items()}

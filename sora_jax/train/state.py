@@ -17,12 +17,31 @@ class TrainState:
   skipped_in_row: jax.Array   # ... since the last applied update
 
 
-def make_optimizer(*, lr, warmup, total_steps, weight_decay=0.0, grad_clip=1.0):
-  """AdamW, linear warmup then cosine decay to 10 % of lr, global-norm clipping."""
-  schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(total_steps, warmup + 1),
-                                                end_value=0.1 * lr)
-  return optax.chain(optax.clip_by_global_norm(grad_clip),
-                     optax.adamw(schedule, b2=0.99, weight_decay=weight_decay)), schedule
+def decay_mask(params):
+  """Weight decay on matrices (kernels, embeddings) only, not on biases and norm scales."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "key", None) in ("kernel", "embedding"), params)
+
+
+def make_optimizer(*, lr, warmup, total_steps, weight_decay=0.0, grad_clip=1.0, schedule="cosine",
+                   accumulate=1):
+  """AdamW (decay masked to matrices), linear warmup then cosine decay to 10 % of lr or constant,
+  global-norm clipping; with `accumulate` > 1, gradients of that many steps make one update
+  (steps, and the schedule, then count micro-batches)."""
+  if schedule == "cosine":
+    lr_at = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(total_steps, warmup + 1),
+                                               end_value=0.1 * lr)
+  elif schedule == "constant":
+    lr_at = optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr)],
+                                 [max(warmup, 1)])
+  else:
+    raise ValueError(f"unknown schedule {schedule!r}; choose cosine or constant")
+  inner = lambda step: lr_at(step * accumulate)  # the optimizer counts updates, the run counts steps
+  tx = optax.chain(optax.clip_by_global_norm(grad_clip),
+                   optax.adamw(inner, b2=0.99, weight_decay=weight_decay, mask=decay_mask))
+  if accumulate > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=accumulate)
+  return tx, lr_at
 
 
 def make_train_step(loss_fn, tx, schedule, ema_decay):
@@ -52,5 +71,7 @@ def create_state(params, tx):
 def apply_gradients(state, grads, tx, ema_decay):
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  if isinstance(tx, optax.MultiSteps):  # the EMA follows real updates, not micro-batches
+    ema_decay = jnp.where(tx.has_updated(opt_state), ema_decay, 1.0)
   ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state.ema_params, params)
   return state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
