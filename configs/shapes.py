@@ -32,6 +32,7 @@ def get_config(arg=None):
     c.train.max_per_row = 4
     c.train.log_every = 1
     c.train.checkpoint_every = 2
+    c.train.sample_every = 3
     c.aot.example_grid = (2, 2, 2)
     c.sample.steps = 2
     c.sample.num_frames = 5

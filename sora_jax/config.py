@@ -96,6 +96,7 @@ def default_config():
   c.train.ema_decay = 0.995
   c.train.log_every = 25
   c.train.checkpoint_every = 500
+  c.train.sample_every = 0                 # fixed-seed progress videos every N DiT steps (0: off)
   c.train.keep_checkpoints = 2             # the last N checkpoints ...
   c.train.keep_period = 0                  # ... plus every K-th step for good (0: none)
   c.train.peak_flops = 0.0                 # per device, for the MFU metric; 0: known device kinds

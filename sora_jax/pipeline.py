@@ -1,10 +1,14 @@
 """The main job: VAE stage, DiT stage, then samples and the shapes evaluation."""
 import os
 
+import jax
+import numpy as np
+
 from sora_jax.data.video_io import write_video
 from sora_jax.evaluation.shapes import analyse_video, eval_prompts, summarise
 from sora_jax.files import write_json
 from sora_jax.generate import CONFIG_FILE, Pipeline
+from sora_jax.models.build import build_dit
 from sora_jax.parallel.mesh import check_divisibility, make_mesh
 from sora_jax.train.dit_stage import train_dit
 from sora_jax.train.vae_stage import train_vae
@@ -16,13 +20,37 @@ def train_and_evaluate(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
   vae, vae_params = train_vae(config, workdir, mesh)
-  dit, dit_params, stats = train_dit(config, workdir, vae, vae_params, mesh)
+  dit, dit_params, stats = train_dit(config, workdir, vae, vae_params, mesh,
+                                     on_sample=progress_sampler(config, workdir, vae, vae_params))
   write_json(os.path.join(workdir, "latent_stats.json"),
              {"mean": stats[0].tolist(), "std": stats[1].tolist()})
   pipe = Pipeline(config, vae, vae_params, dit, dit_params, stats)
   s = config.sample
   return evaluate(pipe, workdir, num_frames=s.num_frames, height=s.height, width=s.width,
                   steps=s.steps, guidance=s.guidance, seed=0)
+
+
+# Fixed prompts (one training combination, one held out) sampled with a fixed seed during training.
+PROGRESS_PROMPTS = ("a red circle moves to the right", "a blue square moves down")
+
+
+def progress_sampler(config, workdir, vae, vae_params):
+  """on_sample for the DiT stage: fixed-seed videos into DIR/progress/step_N/ and TensorBoard."""
+  dit = build_dit(config)
+
+  def on_sample(step, ema_params, stats, writer):
+    s = config.sample
+    videos = Pipeline(config, vae, vae_params, dit, ema_params, stats).generate(
+        list(PROGRESS_PROMPTS), num_frames=s.num_frames, height=s.height, width=s.width,
+        steps=s.steps, guidance=s.guidance, seed=0)
+    if jax.process_index():
+      return
+    for i, video in enumerate(videos):
+      write_video(os.path.join(workdir, "progress", f"step_{step}", f"{i}.mp4"), video, fps=s.fps)
+      if writer:  # frames side by side: one image per prompt
+        writer.add_image(f"dit/sample_{i}", np.concatenate(list(video), axis=1), step, dataformats="HWC")
+
+  return on_sample
 
 
 def evaluate(pipe, workdir, *, num_frames, height, width, steps, guidance, seed):

@@ -48,7 +48,8 @@ def test_train_writes_checkpoints_events_samples(workdir):
   tags = scalar_tags(next((workdir / "tensorboard" / "dit").glob("events.out.tfevents.*")))
   assert {"dit/loss", "dit/lr", "dit/grad_norm", "dit/skipped_steps", "dit/steps_per_sec",
           "dit/tokens_per_sec", "dit/examples_per_sec", "dit/mfu", "dit/padding_fraction",
-          "dit/examples_per_row"} <= tags
+          "dit/examples_per_row", "dit/sample_0", "dit/sample_1"} <= tags
+  assert len(list((workdir / "progress" / "step_3").glob("*.mp4"))) == 2
   summary = json.loads((workdir / "eval.json").read_text())["summary"]
   assert summary["n"] == 16 and 0.0 <= summary["colour_accuracy"] <= 1.0
   assert len(list((workdir / "samples").glob("*.mp4"))) == 16

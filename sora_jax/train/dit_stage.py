@@ -132,8 +132,10 @@ def dit_training(config):
                      batch_shapes)
 
 
-def train_dit(config, workdir, vae, vae_params, mesh):
-  """Returns (dit module, EMA params, latent stats) after training or resuming the DiT stage."""
+def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
+  """Returns (dit module, EMA params, latent stats) after training or resuming the DiT stage.
+
+  on_sample(step, ema_params, latent_stats, writer) runs every `train.sample_every` steps."""
   cache = latent_cache(config, workdir, vae, vae_params)
   training = dit_training(config)
   state, state_sharding = init_sharded(training.init_state, jax.random.key(config.seed), mesh)
@@ -145,8 +147,13 @@ def train_dit(config, workdir, vae, vae_params, mesh):
     return global_batch(local, shardings, config.train.rows), metrics
 
   tc = config.train
+  def sample_hook(step, state, writer):
+    if step % tc.sample_every == 0:
+      on_sample(step, state.ema_params, cache["stats"], writer)
+  hooks = [sample_hook] if on_sample is not None and tc.sample_every else []
   state = fit("dit", workdir=workdir, state=state, train_step=step_fn, batch_at=batch_at,
               num_steps=tc.steps, seed=config.seed + 1, log_every=tc.log_every,
               checkpoint_every=tc.checkpoint_every, max_nonfinite_in_row=tc.max_nonfinite_in_row,
-              peak_flops=tc.peak_flops, keep_checkpoints=tc.keep_checkpoints, keep_period=tc.keep_period)
+              peak_flops=tc.peak_flops, keep_checkpoints=tc.keep_checkpoints, keep_period=tc.keep_period,
+              hooks=hooks)
   return training.model, state.ema_params, cache["stats"]

@@ -54,7 +54,7 @@ RATE_KEYS = ("tokens", "examples", "model_flops")
 
 
 def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_every, checkpoint_every,
-        max_nonfinite_in_row=20, peak_flops=None, keep_checkpoints=2, keep_period=None):
+        max_nonfinite_in_row=20, peak_flops=None, keep_checkpoints=2, keep_period=None, hooks=()):
   """Run `train_step` from the last checkpoint of stage `name` up to `num_steps`.
 
   batch_at(step) -> (batch, host_metrics) must be deterministic in step, so a resumed run sees
@@ -63,6 +63,7 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
   (checked when logging and before each checkpoint, which a skipped step leaves unchanged anyway).
   Host metrics named in RATE_KEYS (this host's share) become global per-second rates, and model
   FLOPs become MFU against `peak_flops` per device (default: known device kinds).
+  hooks: callables hook(step, state, writer) run after every step (writer is None off host 0).
   """
   peak_flops = peak_flops or PEAK_FLOPS.get(jax.devices()[0].device_kind)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name), keep_checkpoints, keep_period)
@@ -80,7 +81,7 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
   try:
     with _StopFlag() as stop:
       return _run(name, ckpt, writer, bar, stop, state, train_step, batch_at, start, num_steps, key,
-                  log_every, checkpoint_every, max_nonfinite_in_row, peak_flops)
+                  log_every, checkpoint_every, max_nonfinite_in_row, peak_flops, hooks)
   finally:  # also on TrainingDiverged / Preempted: waits for the last checkpoint to be complete
     bar.close()
     if writer:
@@ -89,7 +90,7 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
 
 
 def _run(name, ckpt, writer, bar, stop, state, train_step, batch_at, start, num_steps, key,
-         log_every, checkpoint_every, max_nonfinite_in_row, peak_flops):
+         log_every, checkpoint_every, max_nonfinite_in_row, peak_flops, hooks):
   last_time, last_step = time.perf_counter(), start
   sums = dict.fromkeys(RATE_KEYS, 0.0)
   for step in range(start, num_steps):
@@ -117,6 +118,8 @@ def _run(name, ckpt, writer, bar, stop, state, train_step, batch_at, start, num_
           writer.add_scalar(f"{name}/{k}", v, done)
       bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_sec=f"{metrics['steps_per_sec']:.2f}")
     bar.update(1)
+    for hook in hooks:
+      hook(done, state, writer)
     preempted = stop.should_stop(logging)
     if saving or preempted:
       ckpt.save(done, state)
