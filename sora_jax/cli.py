@@ -6,6 +6,7 @@
   sora-jax eval   --workdir=DIR
   sora-jax aot    --config=configs/sora_8b.py:v5p --topology=v5p-256 [--num_slices=2]
   sora-jax bench  --config=configs/shapes.py [--bench_steps=10 --peak_tflops=...]
+  sora-jax prepare --input=DIR|list.csv|list.jsonl --output=DIR [--fps=8 --clip_frames=17 --clip_stride=17]
 """
 import json
 import os
@@ -20,7 +21,7 @@ from sora_jax.data.video_io import VideoReadError
 from sora_jax.generate import CheckpointMissing
 from sora_jax.train.loop import Preempted, TrainingDiverged
 
-COMMANDS = ("train", "sample", "eval", "aot", "bench")
+COMMANDS = ("train", "sample", "eval", "aot", "bench", "prepare")
 
 
 def make_flags(argv):
@@ -49,6 +50,11 @@ def make_flags(argv):
   flags.DEFINE_integer("process_id", None, "multi-host: this process's index (with --coordinator)",
                        flag_values=fv)
   flags.DEFINE_string("topology", None, "aot: TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8", flag_values=fv)
+  flags.DEFINE_string("input", None, "prepare: folder of videos with .txt captions, or a .csv / .jsonl",
+                      flag_values=fv)
+  flags.DEFINE_float("fps", 8.0, "prepare: frame rate clips are resampled to", flag_values=fv)
+  flags.DEFINE_integer("clip_frames", 17, "prepare: frames per clip (1 + 4k)", flag_values=fv)
+  flags.DEFINE_integer("clip_stride", 17, "prepare: frames between clip starts", flag_values=fv)
   flags.DEFINE_integer("bench_steps", 10, "bench: timed steps after warm-up", flag_values=fv)
   flags.DEFINE_float("peak_tflops", None, "bench: peak TFLOP/s per device for MFU (default: known devices)",
                      flag_values=fv)
@@ -114,6 +120,16 @@ def cmd_aot(args):
   print(json.dumps(report, indent=1))
 
 
+def cmd_prepare(args):
+  from sora_jax.data.prepare import prepare
+  source, output = _require(args, "input"), _require(args, "output")
+  if not os.path.exists(source):
+    raise UsageError(f"--input={source}: no such file or folder")
+  report = prepare(source, output, fps=args.fps, clip_frames=args.clip_frames, clip_stride=args.clip_stride)
+  print(f"{report['clips']} clips from {report['videos_used']} of {report['videos']} videos into {output}; "
+        f"{report['skipped_count']} skipped {report['skipped_reasons']} (listed in {output}/report.json)")
+
+
 def cmd_bench(args):
   from sora_jax.bench import run_bench
   peak = args.peak_tflops * 1e12 if args.peak_tflops else None
@@ -162,7 +178,7 @@ def main(argv):
     from sora_jax.config import validate
     validate(_load_config(args))
   {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "aot": cmd_aot,
-   "bench": cmd_bench}[rest[1]](args)
+   "bench": cmd_bench, "prepare": cmd_prepare}[rest[1]](args)
 
 
 def run(argv=None):

@@ -1,0 +1,58 @@
+"""`prepare` on the real clip plus corrupt and unusable files: clips written, the rest reported."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from sora_jax.cli import run
+from sora_jax.data.prepare import clip_source
+from sora_jax.data.video_io import write_video
+from test_real_clip import CLIP
+
+pytestmark = pytest.mark.skipif(not CLIP.exists(), reason="shared test data not present")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  src = tmp_path_factory.mktemp("videos")
+  shutil.copy(CLIP, src / "real.mp4")
+  (src / "real.txt").write_text("a street scene\n")
+  (src / "truncated.mp4").write_bytes(CLIP.read_bytes()[:20_000])
+  (src / "truncated.txt").write_text("cut short")
+  (src / "empty.mp4").write_bytes(b"")
+  (src / "empty.txt").write_text("nothing")
+  (src / "text.mp4").write_text("not a video")
+  (src / "text.txt").write_text("a text file")
+  write_video(src / "short.mp4", np.zeros((3, 16, 16, 3), np.uint8), fps=8)
+  (src / "short.txt").write_text("too short")
+  shutil.copy(CLIP, src / "uncaptioned.mp4")
+  return src
+
+
+def test_prepare_writes_clips_and_reports_skipped(dataset, tmp_path, capsys):
+  out = tmp_path / "prepared"
+  run(["sora-jax", "prepare", f"--input={dataset}", f"--output={out}", "--fps=8", "--clip_frames=17"])
+  line = capsys.readouterr().out.strip()
+  report = json.loads((out / "report.json").read_text())
+  skipped = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in report["skipped"]}
+  assert set(skipped) == {"truncated.mp4", "empty.mp4", "text.mp4", "short.mp4", "uncaptioned.mp4"}
+  assert skipped["uncaptioned.mp4"] == "no caption" and skipped["empty.mp4"] == "empty file"
+  assert skipped["short.mp4"].startswith("too short")
+  assert report["videos"] == 6 and report["videos_used"] == 1 and report["skipped_count"] == 5
+  assert f"{report['clips']} clips from 1 of 6 videos" in line
+  clips = clip_source(out)
+  assert len(clips) == report["clips"] >= 2
+  first = clips[0]
+  assert first["video"].shape == (17, 240, 294, 3) and first["caption"] == "a street scene"
+  assert first["start"] == 0 and clips[1]["start"] == 17 and not list(out.glob("*.tmp"))
+
+
+def test_prepare_from_a_jsonl_list(dataset, tmp_path):
+  listing = tmp_path / "list.jsonl"
+  listing.write_text(f'{{"path": "{dataset}/real.mp4", "caption": "a street"}}\n'
+                     f'{{"path": "{dataset}/missing.mp4", "caption": "gone"}}\n')
+  run(["sora-jax", "prepare", f"--input={listing}", f"--output={tmp_path / 'out'}", "--clip_frames=9"])
+  report = json.loads((tmp_path / "out" / "report.json").read_text())
+  assert report["videos_used"] == 1 and report["skipped"][0]["reason"] == "no such file"
+  assert clip_source(tmp_path / "out")[0]["video"].shape[0] == 9
