@@ -7,6 +7,7 @@
   sora-jax aot    --config=configs/sora_8b.py:v5p --topology=v5p-256 [--num_slices=2]
   sora-jax bench  --config=configs/shapes.py [--bench_steps=10 --peak_tflops=...]
   sora-jax prepare --input=DIR|list.csv|list.jsonl --output=DIR [--fps=8 --clip_frames=17 --clip_stride=17]
+  sora-jax cache-latents --workdir=DIR --input=PREPARED --output=LATENTS   (then --config.data.latents=LATENTS)
 """
 import json
 import os
@@ -21,7 +22,7 @@ from sora_jax.data.video_io import VideoReadError
 from sora_jax.generate import CheckpointMissing
 from sora_jax.train.loop import Preempted, TrainingDiverged
 
-COMMANDS = ("train", "sample", "eval", "aot", "bench", "prepare")
+COMMANDS = ("train", "sample", "eval", "aot", "bench", "prepare", "cache-latents")
 
 
 def make_flags(argv):
@@ -130,6 +131,19 @@ def cmd_prepare(args):
         f"{report['skipped_count']} skipped {report['skipped_reasons']} (listed in {output}/report.json)")
 
 
+def cmd_cache_latents(args):
+  from sora_jax.data.latent_cache import cache_latents
+  from sora_jax.data.prepare import clip_source
+  from sora_jax.generate import Pipeline
+  workdir, source, output = _require(args, "workdir"), _require(args, "input"), _require(args, "output")
+  pipe = Pipeline.load(workdir, dit=False)
+  c = pipe.config
+  count = cache_latents(pipe.vae, pipe.vae_params, clip_source(source), output,
+                        budget=c.train.row_length, patch=tuple(c.model.patch))
+  print(f"{count} clips encoded with the VAE of {workdir} into {output}; "
+        f"train on them with --config.data.latents={output}")
+
+
 def cmd_bench(args):
   from sora_jax.bench import run_bench
   peak = args.peak_tflops * 1e12 if args.peak_tflops else None
@@ -178,7 +192,7 @@ def main(argv):
     from sora_jax.config import validate
     validate(_load_config(args))
   {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "aot": cmd_aot,
-   "bench": cmd_bench, "prepare": cmd_prepare}[rest[1]](args)
+   "bench": cmd_bench, "prepare": cmd_prepare, "cache-latents": cmd_cache_latents}[rest[1]](args)
 
 
 def run(argv=None):

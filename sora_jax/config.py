@@ -30,6 +30,7 @@ def default_config():
   c.data = ml_collections.ConfigDict()
   c.data.frames = (1, 5, 9, 13, 17)   # 1 + 4k: the causal VAE encodes frame 0 alone
   c.data.sizes = SHAPES_SIZES                # (height, width) pairs; divisible by 8 * patch
+  c.data.latents = ""                 # `sora-jax cache-latents` output to train on (else shapes)
   c.data.num_examples = 3000          # videos generated, encoded once and cached as latents
   c.data.textured_fraction = 0.5         # share of textured (vs plain) backgrounds
   c.data.caption_dropout = 0.1        # null caption rate, for classifier-free guidance

@@ -52,21 +52,24 @@ class Pipeline:
   latent_stats: tuple
 
   @classmethod
-  def load(cls, workdir):
-    """Rebuild models from workdir/config.json and restore the latest EMA weights."""
+  def load(cls, workdir, dit=True):
+    """Rebuild models from workdir/config.json and restore the latest EMA weights (the VAE only
+    with dit=False, e.g. to encode latents after the VAE stage)."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
       raise CheckpointMissing(f"{workdir}: no {CONFIG_FILE}; run `sora-jax train --workdir={workdir}` first")
     with open(path) as f:
       config = ml_collections.ConfigDict(_with_defaults(json.load(f), default_config().to_dict()))
     states = {}
-    for name in ("vae", "dit"):
+    for name in ("vae", "dit") if dit else ("vae",):
       ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name))
       saved = ckpt.restore_saved()
       ckpt.close()
       if saved is None:
         raise CheckpointMissing(f"{workdir}: no {name} checkpoint; run `sora-jax train --workdir={workdir}` first")
       states[name] = saved["ema_params"]
+    if not dit:
+      return cls(config, build_vae(config.vae), states["vae"], None, None, None)
     with open(os.path.join(workdir, "latent_stats.json")) as f:
       stats = json.load(f)
     return cls(config, build_vae(config.vae), states["vae"], build_dit(config), states["dit"],

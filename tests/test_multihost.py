@@ -14,7 +14,7 @@ from multihost_config import config
 from sora_jax.parallel.mesh import make_mesh
 from sora_jax.parallel.sharding import batch_sharding, global_batch, init_sharded, sharded_train_step
 from sora_jax.train.checkpoint import Checkpointer
-from sora_jax.train.dit_stage import CACHE_FILE, dit_batch, dit_training
+from sora_jax.train.dit_stage import CACHE_FILE, dit_batch, dit_training, shapes_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ def test_two_processes_match_one(tmp_path):
   step_fn = sharded_train_step(training.train_step, mesh, state_sharding, shardings)
   key = jax.random.key(c.seed + 1)
   for step in range(c.train.steps):
-    shards = [dit_batch(c, cache, step, i, 2)[0] for i in range(2)]
+    shards = [dit_batch(c, shapes_data(cache), step, i, 2)[0] for i in range(2)]
     local = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
     state, _ = step_fn(state, global_batch(local, shardings, c.train.rows), jax.random.fold_in(key, step))
 

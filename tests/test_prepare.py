@@ -56,3 +56,33 @@ def test_prepare_from_a_jsonl_list(dataset, tmp_path):
   report = json.loads((tmp_path / "out" / "report.json").read_text())
   assert report["videos_used"] == 1 and report["skipped"][0]["reason"] == "no such file"
   assert clip_source(tmp_path / "out")[0]["video"].shape[0] == 9
+
+
+def test_cache_latents_then_train_the_dit_from_them(dataset, tmp_path, capsys):
+  """prepare -> a VAE stage -> cache-latents -> DiT steps on the cached real clips."""
+  from configs.shapes import get_config
+  from sora_jax.data.latent_cache import latent_source
+  from sora_jax.parallel.mesh import make_mesh
+  from sora_jax.train.checkpoint import Checkpointer
+  from sora_jax.train.dit_stage import train_dit
+  from sora_jax.train.vae_stage import train_vae
+  from sora_jax.files import write_json
+  run(["sora-jax", "prepare", f"--input={dataset}", f"--output={tmp_path / 'clips'}", "--clip_frames=9"])
+  config = get_config("tiny")
+  workdir = tmp_path / "run"
+  mesh = make_mesh(config.mesh)
+  write_json(workdir / "config.json", config.to_dict())
+  vae, vae_params = train_vae(config, str(workdir), mesh)
+  run(["sora-jax", "cache-latents", f"--workdir={workdir}", f"--input={tmp_path / 'clips'}",
+       f"--output={tmp_path / 'latents'}"])
+  assert "clips encoded" in capsys.readouterr().out
+  latents = latent_source(tmp_path / "latents")
+  first = latents[0]
+  assert first["caption"] == "a street scene" and first["mean"].shape[-1] == config.vae.latent_channels
+  t, h, w = first["mean"].shape[:3]
+  assert t * (h // 2) * (w // 2) <= config.train.row_length and (w / h) > 1  # budget, aspect kept
+  config.data.latents = str(tmp_path / "latents")
+  train_dit(config, str(workdir), vae, vae_params, mesh)
+  ckpt = Checkpointer(workdir / "checkpoints" / "dit")
+  assert ckpt.latest_step() == config.train.steps
+  ckpt.close()

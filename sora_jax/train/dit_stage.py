@@ -11,6 +11,7 @@ import numpy as np
 from sora_jax.config import VAE_TEMPORAL
 from sora_jax.files import atomic_path
 from sora_jax.data.budget import drop_rate, drop_tokens
+from sora_jax.data.latent_cache import latent_source, load_stats
 from sora_jax.data.latents import channel_stats, encode_videos, standardise
 from sora_jax.data.packing import empty_batch, first_fit, pack, padding_fraction
 from sora_jax.data.synthetic import ShapesSource, caption
@@ -24,6 +25,38 @@ from sora_jax.parallel.sharding import batch_sharding, global_batch, init_sharde
 from sora_jax.train.state import create_state, make_optimizer, make_train_step
 
 CACHE_FILE = "latent_cache.pkl"
+
+
+class CachedLatents:
+  """Latents from `sora-jax cache-latents` (config.data.latents): (mean, std) and caption by index."""
+
+  def __init__(self, path):
+    self.source = latent_source(path)
+    self.stats = load_stats(path)
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    r = self.source[i]
+    return r["mean"], r["std"]
+
+  def caption_at(self, i, rng):
+    return self.source[i]["caption"]
+
+
+def training_latents(config, workdir, vae, vae_params):
+  """(latents: index -> (mean, std), caption_at(i, rng) -> str, stats): the DiT's training data,
+  from cached real clips when config.data.latents is set, else the synthetic shapes."""
+  if config.data.latents:
+    cached = CachedLatents(config.data.latents)
+    return cached, cached.caption_at, cached.stats
+  return shapes_data(latent_cache(config, workdir, vae, vae_params))
+
+
+def shapes_data(cache):
+  """The synthetic latent cache as training data; captions are re-drawn (short/long forms)."""
+  return cache["latents"], lambda i, rng: caption(cache["specs"][i], rng), cache["stats"]
 
 
 def latent_cache(config, workdir, vae, vae_params):
@@ -61,21 +94,23 @@ def latent_example(config, latent, stats, caption_text):
           "grid": np.array(grid, np.int32), "text_ids": caption_ids(config, [caption_text])[0]}
 
 
-def dit_batch(config, cache, step, shard=0, num_shards=1):
+def dit_batch(config, data, step, shard=0, num_shards=1):
   """Shard `shard` of step's batch (rows / num_shards rows): random examples packed first-fit.
 
   Each host makes only its own shard, from its own random stream; examples that do not fit wait.
+  data: (latents, caption_at, stats) as `training_latents` returns.
   """
+  latents, caption_at, stats = data
   t = config.train
   rows = t.rows // num_shards
   rng = host_rng(config.seed, 2, step, shard)
-  candidates = rng.integers(0, len(cache["specs"]), rows * t.max_per_row)
+  candidates = rng.integers(0, len(latents), rows * t.max_per_row)
   examples = []
   for i in candidates:
-    mean, std = cache["latents"][i]
+    mean, std = latents[i]
     z = mean + std * rng.standard_normal(mean.shape).astype(np.float32)  # posterior sample
-    text = "" if rng.random() < config.data.caption_dropout else caption(cache["specs"][i], rng)
-    example = latent_example(config, z, cache["stats"], text)
+    text = "" if rng.random() < config.data.caption_dropout else caption_at(i, rng)
+    example = latent_example(config, z, stats, text)
     if example["grid"][0] > 1 and rng.random() < config.data.first_frame_cond:
       # Image-to-video examples: the first latent frame (exactly the first video frame, as the
       # VAE is causal) is given clean, so the caption alone says where the shape goes next.
@@ -136,24 +171,24 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
   """Returns (dit module, EMA params, latent stats) after training or resuming the DiT stage.
 
   on_sample(step, ema_params, latent_stats, writer) runs every `train.sample_every` steps."""
-  cache = latent_cache(config, workdir, vae, vae_params)
+  data = training_latents(config, workdir, vae, vae_params)
   training = dit_training(config)
   state, state_sharding = init_sharded(training.init_state, jax.random.key(config.seed), mesh)
   shardings = batch_sharding(training.batch_shapes, mesh)
   step_fn = sharded_train_step(training.train_step, mesh, state_sharding, shardings)
 
   def batch_at(step):
-    local, metrics = dit_batch(config, cache, step, jax.process_index(), jax.process_count())
+    local, metrics = dit_batch(config, data, step, jax.process_index(), jax.process_count())
     return global_batch(local, shardings, config.train.rows), metrics
 
   tc = config.train
   def sample_hook(step, state, writer):
     if step % tc.sample_every == 0:
-      on_sample(step, state.ema_params, cache["stats"], writer)
+      on_sample(step, state.ema_params, data[2], writer)
   hooks = [sample_hook] if on_sample is not None and tc.sample_every else []
   state = fit("dit", workdir=workdir, state=state, train_step=step_fn, batch_at=batch_at,
               num_steps=tc.steps, seed=config.seed + 1, log_every=tc.log_every,
               checkpoint_every=tc.checkpoint_every, max_nonfinite_in_row=tc.max_nonfinite_in_row,
               peak_flops=tc.peak_flops, keep_checkpoints=tc.keep_checkpoints, keep_period=tc.keep_period,
               hooks=hooks)
-  return training.model, state.ema_params, cache["stats"]
+  return training.model, state.ema_params, data[2]
