@@ -42,6 +42,8 @@ def make_flags(argv):
   flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
   flags.DEFINE_string("output", None, "output .mp4 / .gif / .png (png for 1 frame); aot: a .json report",
                       flag_values=fv)
+  flags.DEFINE_bool("vae_only", False, "train: stop after the VAE stage (e.g. before cache-latents)",
+                    flag_values=fv)
   flags.DEFINE_bool("distributed", False, "join a multi-host job (auto-detected on Cloud TPU, GKE, SLURM)",
                     flag_values=fv)
   flags.DEFINE_string("coordinator", None, "multi-host: coordinator host:port (implies --distributed)",
@@ -84,7 +86,7 @@ def _sample_args(args, config):
 def cmd_train(args):
   from sora_jax import pipeline
   config, workdir = _require(args, "config"), _require(args, "workdir")
-  summary = pipeline.train_and_evaluate(config, workdir)
+  summary = pipeline.train_and_evaluate(config, workdir, vae_only=args.vae_only)
   print(json.dumps(summary, indent=1))
 
 

@@ -14,12 +14,15 @@ from sora_jax.train.dit_stage import train_dit
 from sora_jax.train.vae_stage import train_vae
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, vae_only=False):
+  """VAE stage, then (unless vae_only) DiT stage, samples and the shapes evaluation."""
   mesh = make_mesh(config.mesh)
   check_divisibility(config, mesh)
   os.makedirs(workdir, exist_ok=True)
   write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
   vae, vae_params = train_vae(config, workdir, mesh)
+  if vae_only:
+    return {"vae": os.path.join(workdir, "checkpoints", "vae")}
   dit, dit_params, stats = train_dit(config, workdir, vae, vae_params, mesh,
                                      on_sample=progress_sampler(config, workdir, vae, vae_params))
   write_json(os.path.join(workdir, "latent_stats.json"),

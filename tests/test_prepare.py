@@ -66,13 +66,13 @@ def test_cache_latents_then_train_the_dit_from_them(dataset, tmp_path, capsys):
   from sora_jax.train.checkpoint import Checkpointer
   from sora_jax.train.dit_stage import train_dit
   from sora_jax.train.vae_stage import train_vae
-  from sora_jax.files import write_json
   run(["sora-jax", "prepare", f"--input={dataset}", f"--output={tmp_path / 'clips'}", "--clip_frames=9"])
   config = get_config("tiny")
   workdir = tmp_path / "run"
+  run(["sora-jax", "train", "--config=configs/shapes.py:tiny", f"--workdir={workdir}", "--vae_only"])
+  assert not (workdir / "checkpoints" / "dit").exists()
   mesh = make_mesh(config.mesh)
-  write_json(workdir / "config.json", config.to_dict())
-  vae, vae_params = train_vae(config, str(workdir), mesh)
+  vae, vae_params = train_vae(config, str(workdir), mesh)  # resumes: the trained VAE
   run(["sora-jax", "cache-latents", f"--workdir={workdir}", f"--input={tmp_path / 'clips'}",
        f"--output={tmp_path / 'latents'}"])
   assert "clips encoded" in capsys.readouterr().out
