@@ -10,7 +10,6 @@ import math
 import os
 import re
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +17,8 @@ import numpy as np
 from sora_jax.config import ConfigError
 from sora_jax.models.build import patch_dim
 from sora_jax.parallel.mesh import check_divisibility, make_mesh
-from sora_jax.parallel.sharding import MeshFunction, batch_sharding, replicated, sharded_train_step
+from sora_jax.parallel.sharding import (MeshFunction, abstract_sharded, batch_sharding, replicated,
+                                        sharded_train_step)
 from sora_jax.parallel.rules import logical_sharding
 from sora_jax.train.dit_stage import dit_training
 from sora_jax.train.flops import dit_forward_flop_terms, dit_forward_flops, dit_train_flops
@@ -91,10 +91,6 @@ def tpu_devices(topology, num_slices=1):
     raise ConfigError(f"--topology={topology}: {str(e).splitlines()[0]}{hint}") from None
 
 
-def _abstract(tree, shardings):
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-
-
 def _compile(lowered):
   """Compiled executable, or the compiler's out-of-memory message (it refuses what cannot fit)."""
   try:
@@ -148,11 +144,9 @@ def compile_report(config, topology, num_slices=1):
   check_divisibility(config, mesh)
   training = dit_training(config)
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated(mesh))
-  state_abstract = jax.eval_shape(training.init_state, jax.random.key(0))
-  state_sharding = logical_sharding(nn.get_partition_spec(state_abstract), mesh)
-  state = _abstract(nn.meta.unbox(state_abstract), state_sharding)
+  state, state_sharding = abstract_sharded(training.init_state, jax.random.key(0), mesh)
   batch_sh = batch_sharding(training.batch_shapes, mesh)
-  batch = _abstract(training.batch_shapes, batch_sh)
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh[k]) for k, v in training.batch_shapes.items()}
 
   # Model FLOPs for rows each filled by one example of the configured AOT shape.
   grid = np.asarray(config.aot.example_grid)
@@ -171,12 +165,9 @@ def compile_report(config, topology, num_slices=1):
   step = sharded_train_step(training.train_step, mesh, state_sharding, batch_sh)
   train = step.lower(state, batch, rng)
 
-  def denoise(params, batch, t):
-    return training.model.apply({"params": params}, batch["tokens"], batch["segment_ids"],
-                                batch["positions"], batch["cond_mask"], t, batch["text_ids"])
   t = jax.ShapeDtypeStruct(training.batch_shapes["grid"].shape[:2], jnp.float32,
                            sharding=logical_sharding(jax.sharding.PartitionSpec("batch"), mesh))
-  sample = MeshFunction(denoise, mesh).lower(state.ema_params, batch, t)
+  sample = MeshFunction(training.denoise, mesh).lower(state.ema_params, batch, t)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   return {
       "topology": topology_name, "slices": num_slices, "chips": chips, "chip": chip_name,

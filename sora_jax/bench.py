@@ -19,7 +19,6 @@ from sora_jax.train.dit_stage import dit_training
 from sora_jax.train.flops import PEAK_FLOPS, dit_forward_flops, dit_train_flops
 
 
-
 def packed_bench_batch(config, seed=0):
   """Host rows (this process's share) full of `aot.example_grid` examples."""
   t = config.train
@@ -68,10 +67,7 @@ def run_bench(config, steps=10, warmup=2, peak_flops=None):
   train_step = sharded_train_step(training.train_step, mesh, state_sharding, shardings)
   step_time, state = _time(train_step, (state, batch, rng), steps, warmup)
 
-  def denoise(params, batch):
-    t = jax.numpy.full(batch["grid"].shape[:2], 0.5)
-    return training.model.apply({"params": params}, batch["tokens"], batch["segment_ids"],
-                                batch["positions"], batch["cond_mask"], t, batch["text_ids"])
+  denoise = lambda params, batch: training.denoise(params, batch, jax.numpy.full(batch["grid"].shape[:2], 0.5))
   sample_time, _ = _time(MeshFunction(denoise, mesh), (state.ema_params, batch), steps, warmup)
 
   devices = jax.device_count()

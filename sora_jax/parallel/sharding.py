@@ -28,14 +28,23 @@ def global_batch(local_batch, shardings, global_rows):
           for k, v in local_batch.items()}
 
 
+def abstract_sharded(init_fn, rng, mesh):
+  """Shapes of `init_fn(rng)` (a tree holding logically named params) without computing it:
+  (tree of ShapeDtypeStructs carrying their shardings, tree of shardings)."""
+  abstract = jax.eval_shape(init_fn, rng)
+  shardings = logical_sharding(nn.get_partition_spec(abstract), mesh)
+  shapes = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        nn.meta.unbox(abstract), shardings)
+  return shapes, shardings
+
+
 def init_sharded(init_fn, rng, mesh):
   """Run `init_fn(rng)` (a tree holding logically named params) straight into its shardings.
 
   No device ever holds the full tree: the shardings come from the abstract (eval_shape) tree,
   and the jitted init writes every shard where it lives. Returns (plain arrays tree, shardings).
   """
-  abstract = jax.eval_shape(init_fn, rng)
-  shardings = logical_sharding(nn.get_partition_spec(abstract), mesh)
+  _, shardings = abstract_sharded(init_fn, rng, mesh)
   with sharding_context(mesh):
     tree = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
   return tree, shardings

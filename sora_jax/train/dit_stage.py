@@ -1,5 +1,6 @@
 """Stage 2: encode the synthetic videos once, then train the packed DiT on their latents."""
 import dataclasses
+import functools
 import os
 import pickle
 from typing import Any, Callable
@@ -33,16 +34,18 @@ class CachedLatents:
   def __init__(self, path):
     self.source = latent_source(path)
     self.stats = load_stats(path)
+    # A batch reads an example's latents, then its caption: decode each record once.
+    self.record = functools.lru_cache(maxsize=1024)(self.source.__getitem__)
 
   def __len__(self):
     return len(self.source)
 
   def __getitem__(self, i):
-    r = self.source[i]
+    r = self.record(i)
     return r["mean"], r["std"]
 
   def caption_at(self, i, rng):
-    return self.source[i]["caption"]
+    return self.record(i)["caption"]
 
 
 def training_latents(config, workdir, vae, vae_params):
@@ -136,6 +139,11 @@ class DiTTraining:
   loss_fn: Callable          # (params, batch, rng) -> (loss, metrics)
   train_step: Callable       # (state, batch, rng) -> (state, metrics)
   batch_shapes: dict         # {key: ShapeDtypeStruct} of the global packed batch
+
+  def denoise(self, params, batch, t):
+    """One DiT evaluation of a packed batch at per-example times t [B, E] (a sampling step)."""
+    return self.model.apply({"params": params}, batch["tokens"], batch["segment_ids"], batch["positions"],
+                            batch["cond_mask"], t, batch["text_ids"])
 
 
 def dit_training(config):
