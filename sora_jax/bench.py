@@ -27,12 +27,27 @@ def packed_bench_batch(config, seed=0):
   n = int(np.prod(grid))
   rng = np.random.default_rng(seed)
   text = caption_ids(config, ["a red circle moves to the right quickly on a plain background"])[0]
-  count = rows * min(t.max_per_row, max(1, t.row_length // n))
+  count = rows * examples_per_row(config)
   examples = [{"tokens": rng.normal(size=(n, patch_dim(config))).astype(np.float32),
                "positions": grid_positions(grid), "grid": np.array(grid, np.int32), "text_ids": text}
               for _ in range(count)]
   places = first_fit([n] * count, rows=rows, row_length=t.row_length, max_per_row=t.max_per_row)
   return pack(examples, places, rows=rows, row_length=t.row_length, max_per_row=t.max_per_row)
+
+
+def examples_per_row(config):
+  t = config.train
+  return min(t.max_per_row, max(1, t.row_length // int(np.prod(config.aot.example_grid))))
+
+
+def unpacked_config(config):
+  """The same examples one per row, each row exactly one example long: the baseline that
+  packed rows are measured against (same useful tokens, no masking, no padding)."""
+  unpacked = config.copy_and_resolve_references()
+  unpacked.train.rows = config.train.rows * examples_per_row(config)
+  unpacked.train.row_length = int(np.prod(config.aot.example_grid))
+  unpacked.train.max_per_row = 1
+  return unpacked
 
 
 def _time(fn, args, steps, warmup):
@@ -55,7 +70,19 @@ def _peak_memory():
   return max(peaks) / 2 ** 30 if peaks else None
 
 
-def run_bench(config, steps=10, warmup=2, peak_flops=None):
+def run_bench(config, steps=10, warmup=2, peak_flops=None, unpacked=False):
+  """Timings of `config`; with `unpacked`, also of the unpacked baseline and the ratio of
+  real tokens/s (packed / unpacked)."""
+  report = _bench(config, steps, warmup, peak_flops)
+  if unpacked:
+    base = _bench(unpacked_config(config), steps, warmup, peak_flops)
+    report["unpacked"] = base
+    report["packed_vs_unpacked_train_tokens_per_second"] = (
+        report["train_tokens_per_second"] / base["train_tokens_per_second"])
+  return report
+
+
+def _bench(config, steps, warmup, peak_flops):
   mesh = make_mesh(config.mesh)
   check_divisibility(config, mesh)
   training = dit_training(config)

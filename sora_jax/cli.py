@@ -5,8 +5,8 @@
                   --height=64 --width=96 --steps=30 --guidance=4 --seed=0 --output=out.mp4
   sora-jax eval   --workdir=DIR
   sora-jax aot    --config=configs/sora_8b.py:v5p --topology=v5p-256 [--num_slices=2]
-  sora-jax bench  --config=configs/shapes.py [--bench_steps=10 --peak_tflops=...]
-  sora-jax prepare --input=DIR|list.csv|list.jsonl --output=DIR [--fps=8 --clip_frames=17 --clip_stride=17]
+  sora-jax bench  --config=configs/shapes.py [--bench_steps=10 --peak_tflops=... --unpacked]
+  sora-jax prepare --input=DIR|list.csv|list.jsonl|shapes:N --output=DIR [--fps=8 --clip_frames=17 --clip_stride=17]
   sora-jax cache-latents --workdir=DIR --input=PREPARED --output=LATENTS   (then --config.data.latents=LATENTS)
 """
 import json
@@ -53,14 +53,17 @@ def make_flags(argv):
   flags.DEFINE_integer("process_id", None, "multi-host: this process's index (with --coordinator)",
                        flag_values=fv)
   flags.DEFINE_string("topology", None, "aot: TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8", flag_values=fv)
-  flags.DEFINE_string("input", None, "prepare: folder of videos with .txt captions, or a .csv / .jsonl",
-                      flag_values=fv)
+  flags.DEFINE_string("input", None, "prepare: folder of videos with .txt captions, a .csv / .jsonl of "
+                      "path, caption, or shapes:N (N synthetic moving-shapes videos); cache-latents: "
+                      "a prepare output", flag_values=fv)
   flags.DEFINE_float("fps", 8.0, "prepare: frame rate clips are resampled to", flag_values=fv)
   flags.DEFINE_integer("clip_frames", 17, "prepare: frames per clip (1 + 4k)", flag_values=fv)
   flags.DEFINE_integer("clip_stride", 17, "prepare: frames between clip starts", flag_values=fv)
   flags.DEFINE_integer("bench_steps", 10, "bench: timed steps after warm-up", flag_values=fv)
   flags.DEFINE_float("peak_tflops", None, "bench: peak TFLOP/s per device for MFU (default: known devices)",
                      flag_values=fv)
+  flags.DEFINE_bool("unpacked", False, "bench: also time the same examples unpacked (one per row)",
+                    flag_values=fv)
   flags.DEFINE_integer("num_slices", 1, "aot: slices of a multislice job (DCN)", flag_values=fv)
   return fv
 
@@ -126,8 +129,6 @@ def cmd_aot(args):
 def cmd_prepare(args):
   from sora_jax.data.prepare import prepare
   source, output = _require(args, "input"), _require(args, "output")
-  if not os.path.exists(source):
-    raise UsageError(f"--input={source}: no such file or folder")
   report = prepare(source, output, fps=args.fps, clip_frames=args.clip_frames, clip_stride=args.clip_stride)
   print(f"{report['clips']} clips from {report['videos_used']} of {report['videos']} videos into {output}; "
         f"{report['skipped_count']} skipped {report['skipped_reasons']} (listed in {output}/report.json)")
@@ -149,7 +150,8 @@ def cmd_cache_latents(args):
 def cmd_bench(args):
   from sora_jax.bench import run_bench
   peak = args.peak_tflops * 1e12 if args.peak_tflops else None
-  print(json.dumps(run_bench(_require(args, "config"), steps=args.bench_steps, peak_flops=peak), indent=1))
+  report = run_bench(_require(args, "config"), steps=args.bench_steps, peak_flops=peak, unpacked=args.unpacked)
+  print(json.dumps(report, indent=1))
 
 
 def _flag_error(error, argv):

@@ -31,6 +31,7 @@ def default_config():
   c.data.frames = (1, 5, 9, 13, 17)   # 1 + 4k: the causal VAE encodes frame 0 alone
   c.data.sizes = SHAPES_SIZES                # (height, width) pairs; divisible by 8 * patch
   c.data.latents = ""                 # `sora-jax cache-latents` output to train on (else shapes)
+  c.data.clips = ""                   # `sora-jax prepare` output, VAE-encoded as read (else shapes)
   c.data.num_examples = 3000          # videos generated, encoded once and cached as latents
   c.data.textured_fraction = 0.5         # share of textured (vs plain) backgrounds
   c.data.caption_dropout = 0.1        # null caption rate, for classifier-free guidance
@@ -173,6 +174,8 @@ def validate(c):
     raise ConfigError(f"train.row_length={c.train.row_length} is shorter than the largest example ({largest} tokens)")
   if not all(0.0 <= r < 1.0 for r in c.train.token_drop[:2]):
     raise ConfigError(f"train.token_drop={tuple(c.train.token_drop)}: rates must be in [0, 1)")
+  if c.data.latents and c.data.clips:
+    raise ConfigError("data.latents and data.clips are both set: train from cached latents or from clips, not both")
   if c.train.schedule not in ("cosine", "constant"):
     raise ConfigError(f"train.schedule={c.train.schedule!r}; choose cosine or constant")
   for key in ("steps", "rows", "row_length", "grad_accum"):

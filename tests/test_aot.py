@@ -20,6 +20,14 @@ def test_compiles_for_a_v5p_slice_and_reports_memory_and_flops():
   assert train["xla_flops_per_chip"] > 2 * sample["xla_flops_per_chip"]  # backward costs more
 
 
+def test_splash_with_segment_block_masks_compiles_for_tpu():
+  """The Pallas kernel with block masks computed from the data lowers through Mosaic for TPU."""
+  config = get_config("tiny")
+  config.model.attention_impl = "splash"
+  report = aot.compile_report(config, "v5p-8")
+  assert all(step["fits"] and step["kernel_flops_per_chip"] > 0 for step in report["reports"])
+
+
 @pytest.mark.parametrize("topology, shape", [("v5p-256", "v5p:4x4x8"), ("v6e-256", "v6e:16x16"),
                                              ("v5p-16", "v5p:2x2x2"), ("v6e:4x8", "v6e:4x8")])
 def test_topology_names(topology, shape):

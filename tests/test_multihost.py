@@ -14,7 +14,7 @@ from multihost_config import config
 from sora_jax.parallel.mesh import make_mesh
 from sora_jax.parallel.sharding import batch_sharding, global_batch, init_sharded, sharded_train_step
 from sora_jax.train.checkpoint import Checkpointer
-from sora_jax.train.dit_stage import CACHE_FILE, dit_batch, dit_training, shapes_data
+from sora_jax.train.dit_stage import CACHE_FILE, dit_batches, dit_training, shapes_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,8 +46,9 @@ def test_two_processes_match_one(tmp_path):
   shardings = batch_sharding(training.batch_shapes, mesh)
   step_fn = sharded_train_step(training.train_step, mesh, state_sharding, shardings)
   key = jax.random.key(c.seed + 1)
+  streams = [dit_batches(c, shapes_data(cache), i, 2) for i in range(2)]
   for step in range(c.train.steps):
-    shards = [dit_batch(c, shapes_data(cache), step, i, 2)[0] for i in range(2)]
+    shards = [next(s)[0] for s in streams]
     local = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
     state, _ = step_fn(state, global_batch(local, shardings, c.train.rows), jax.random.fold_in(key, step))
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sora_jax.cli import run
-from sora_jax.data.prepare import clip_source
+from sora_jax.config import ConfigError
+from sora_jax.data.prepare import clip_source, prepare
 from sora_jax.data.video_io import write_video
 from test_real_clip import CLIP
 
@@ -43,9 +44,27 @@ def test_prepare_writes_clips_and_reports_skipped(dataset, tmp_path, capsys):
   assert f"{report['clips']} clips from 1 of 6 videos" in line
   clips = clip_source(out)
   assert len(clips) == report["clips"] >= 2
-  first = clips[0]
-  assert first["video"].shape == (17, 240, 294, 3) and first["caption"] == "a street scene"
-  assert first["start"] == 0 and clips[1]["start"] == 17 and not list(out.glob("*.tmp"))
+  by_start = {clips[i]["start"]: clips[i] for i in range(len(clips))}  # TFDS shuffles by key
+  assert sorted(by_start) == list(range(0, 17 * len(clips), 17))
+  first = by_start[0]
+  assert first["video"].shape == (17, 240, 294, 3) and first["video"].dtype == np.uint8
+  assert first["caption"] == "a street scene" and first["source"].endswith("real.mp4") and first["fps"] == 8.0
+  assert all((out / s).is_file() for s in report["shards"]) and not list(out.rglob("incomplete.*"))
+  with pytest.raises(SystemExit):  # a second run into the same OUTPUT is refused, with one line
+    run(["sora-jax", "prepare", f"--input={dataset}", f"--output={out}"])
+  assert "already holds a prepared dataset" in capsys.readouterr().err
+
+
+def test_prepare_with_no_usable_video_reports_why(dataset, tmp_path):
+  """TFDS refuses an empty split: the run still ends with a report, and reading it says why."""
+  src = tmp_path / "bad"
+  src.mkdir()
+  for name in ("empty.mp4", "empty.txt", "text.mp4", "text.txt"):
+    shutil.copy(dataset / name, src / name)
+  report = prepare(src, tmp_path / "out")
+  assert report["clips"] == 0 and report["shards"] == [] and report["skipped_count"] == 2
+  with pytest.raises(ConfigError, match="found 0"):
+    clip_source(tmp_path / "out")
 
 
 def test_prepare_from_a_jsonl_list(dataset, tmp_path):
@@ -61,7 +80,7 @@ def test_prepare_from_a_jsonl_list(dataset, tmp_path):
 def test_cache_latents_then_train_the_dit_from_them(dataset, tmp_path, capsys):
   """prepare -> a VAE stage -> cache-latents -> DiT steps on the cached real clips."""
   from configs.shapes import get_config
-  from sora_jax.data.latent_cache import latent_source
+  from sora_jax.data.latent_cache import encoded_clips, latent_source
   from sora_jax.parallel.mesh import make_mesh
   from sora_jax.train.checkpoint import Checkpointer
   from sora_jax.train.dit_stage import train_dit
@@ -82,6 +101,20 @@ def test_cache_latents_then_train_the_dit_from_them(dataset, tmp_path, capsys):
   t, h, w = first["mean"].shape[:3]
   assert t * (h // 2) * (w // 2) <= config.train.row_length and (w / h) > 1  # budget, aspect kept
   config.data.latents = str(tmp_path / "latents")
+  train_dit(config, str(workdir), vae, vae_params, mesh)
+  ckpt = Checkpointer(workdir / "checkpoints" / "dit")
+  assert ckpt.latest_step() == config.train.steps
+  ckpt.close()
+
+  # The same clips straight from the prepared dataset, encoded as the DiT reads them: the same
+  # latents as the cache holds (cache-latents on one host keeps the clips' order).
+  clips = encoded_clips(tmp_path / "clips", vae, vae_params, budget=config.train.row_length,
+                       patch=tuple(config.model.patch))
+  assert len(clips) == len(latents) and clips.caption_at(0, None) == "a street scene"
+  for i in range(len(clips)):
+    np.testing.assert_allclose(clips[i][0], latents[i]["mean"], rtol=1e-4, atol=1e-5)
+  config.data.latents, config.data.clips = "", str(tmp_path / "clips")
+  config.train.steps += 2
   train_dit(config, str(workdir), vae, vae_params, mesh)
   ckpt = Checkpointer(workdir / "checkpoints" / "dit")
   assert ckpt.latest_step() == config.train.steps

@@ -1,6 +1,8 @@
 """The train loop: non-finite steps are skipped and counted; a streak stops the run."""
 import os
 import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from sora_jax.data.stream import StepBatches
 from sora_jax.train.checkpoint import Checkpointer
 from sora_jax.train.loop import Preempted, TrainingDiverged, fit
 from sora_jax.train.state import create_state, make_optimizer, make_train_step
@@ -43,7 +46,7 @@ def test_a_streak_of_nonfinite_steps_stops_with_the_good_checkpoint(tmp_path):
   state = create_state({"w": jnp.zeros(3)}, tx)
   batch_at = lambda step: ({"bad": np.asarray(step >= 4)}, {})
   with pytest.raises(TrainingDiverged, match="non-finite steps in a row at step 8; the last good checkpoint is step 4"):
-    fit("q", workdir=str(tmp_path), state=state, train_step=jax.jit(step_fn), batch_at=batch_at,
+    fit("q", workdir=str(tmp_path), state=state, train_step=jax.jit(step_fn), data=StepBatches(batch_at),
         num_steps=20, seed=0, log_every=2, checkpoint_every=4, max_nonfinite_in_row=3)
   ckpt = Checkpointer(tmp_path / "checkpoints" / "q")
   saved = ckpt.restore_saved()
@@ -66,7 +69,7 @@ def run_quadratic(workdir, num_steps, sigterm_at=None):
     losses[int(state.step)] = float(metrics["loss"])
     return state, metrics
   state = fit("q", workdir=str(workdir), state=create_state({"w": jnp.zeros(3)}, tx),
-              train_step=recording_step, batch_at=batch_at, num_steps=num_steps, seed=0, log_every=1,
+              train_step=recording_step, data=StepBatches(batch_at), num_steps=num_steps, seed=0, log_every=1,
               checkpoint_every=100)
   return state, losses
 
@@ -115,3 +118,30 @@ def test_gradient_accumulation_equals_one_big_batch():
   accumulated, big = train(2, halves), train(1, wholes)
   np.testing.assert_allclose(accumulated.params["w"], big.params["w"], rtol=1e-5)
   np.testing.assert_allclose(accumulated.ema_params["w"], big.ema_params["w"], rtol=1e-5)
+
+
+def run_worker(workdir, num_steps, pause, kill_after=None):
+  """Runs tests/kill_worker.py; with kill_after, SIGKILLs it once it has printed that step."""
+  command = [sys.executable, os.path.join(os.path.dirname(__file__), "kill_worker.py"), str(workdir),
+             str(num_steps), str(pause)]
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(__file__)),
+                                                      os.path.dirname(__file__)])}
+  proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  for line in proc.stdout:
+    if kill_after is not None and line.strip() == f"step {kill_after}":
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return
+  assert proc.wait() == 0
+
+
+def test_runs_killed_at_any_moment_resume_to_the_uninterrupted_result(tmp_path):
+  run_worker(tmp_path / "straight", 16, 0.0)
+  for kill_after in (3, 7, 12):  # killed three times, in and around asynchronous saves
+    run_worker(tmp_path / "killed", 16, 0.02, kill_after=kill_after)
+    ckpt = Checkpointer(tmp_path / "killed" / "checkpoints" / "kill")
+    assert 1 <= ckpt.latest_step() <= kill_after  # the last step whose save completed
+    ckpt.close()
+  run_worker(tmp_path / "killed", 16, 0.0)
+  np.testing.assert_array_equal(np.load(tmp_path / "killed" / "final.npy"),
+                                np.load(tmp_path / "straight" / "final.npy"))

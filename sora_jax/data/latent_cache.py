@@ -4,6 +4,7 @@ Each clip is resized (keeping its aspect) to fit the DiT's token budget (one pac
 encoded once; the DiT then trains from posterior samples of the cached (mean, std). Hosts split
 the clips (host i takes clips i, i + P, ...) and each writes its own shard.
 """
+import functools
 import io
 from pathlib import Path
 
@@ -64,6 +65,54 @@ def latent_source(path):
   if not shards:
     raise FileNotFoundError(f"{path}: no latents-*.array_record shards; run `sora-jax cache-latents`")
   return grain.MapDataset.source(grain.sources.ArrayRecordDataSource(shards)).map(_unrecord)
+
+
+class LatentRecords:
+  """The DiT's training data from real clips: index -> (mean, std) latents and caption. Each
+  record is read (or encoded) once while in use: a batch reads an example's latents, then its
+  caption, and waiting examples are rebuilt in the next batch."""
+
+  def __init__(self, read, length, stats=None):
+    self.read = functools.lru_cache(maxsize=1024)(read)
+    self.length = length
+    self.stats = stats
+
+  def __len__(self):
+    return self.length
+
+  def __getitem__(self, i):
+    r = self.read(i)
+    return r["mean"], r["std"]
+
+  def caption_at(self, i, rng):
+    return self.read(i)["caption"]
+
+
+def cached_latents(path):
+  """`sora-jax cache-latents` output (config.data.latents)."""
+  source = latent_source(path)
+  return LatentRecords(source.__getitem__, len(source), load_stats(path))
+
+
+def encoded_clips(path, vae, vae_params, *, budget, patch, stats_clips=64):
+  """`sora-jax prepare` output (config.data.clips), each clip resized to the token budget and
+  encoded by the run's VAE when first read, as `cache-latents` would have written it: training
+  straight from raw data. The latent stats come from the first `stats_clips` clips (the same on
+  every host)."""
+  from sora_jax.data.prepare import clip_source
+  clips = clip_source(path)
+  # Hosts encode different clips at different times: a local copy of the (replicated) VAE
+  # params keeps each encode on this host, with no collective across processes.
+  local = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else a, vae_params)
+
+  def read(i):
+    clip = clips[i]
+    (mean, std), = encode_videos(vae, local, [resize_to_budget(clip["video"], budget, patch)], batch_size=1)
+    return {"mean": mean, "std": std, "caption": clip["caption"]}
+
+  records = LatentRecords(read, len(clips))
+  records.stats = channel_stats([records[i] for i in range(min(stats_clips, len(records)))])
+  return records
 
 
 def load_stats(path):

@@ -1,4 +1,5 @@
 """Encode videos to VAE latents once (grouped by shape, so each shape compiles once)."""
+import functools
 from collections import defaultdict
 
 import jax
@@ -8,9 +9,15 @@ import numpy as np
 from sora_jax.data.transforms import to_model_range
 
 
+@functools.cache
+def _encoder(vae):
+  """One jitted encoder per VAE module, so repeated calls reuse its compilations."""
+  return jax.jit(lambda p, v: vae.apply({"params": p}, v, method="encode"))
+
+
 def encode_videos(vae, params, videos, batch_size=16):
   """uint8 videos of any (T, H, W) -> [(mean, std)] float32 latents, in input order."""
-  encode = jax.jit(lambda p, v: vae.apply({"params": p}, v, method="encode"))
+  encode = _encoder(vae)
   by_shape = defaultdict(list)
   for i, video in enumerate(videos):
     by_shape[video.shape].append(i)

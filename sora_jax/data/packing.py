@@ -7,21 +7,30 @@ the contract of ARCHITECTURE.md; `placements` says where each example went.
 import numpy as np
 
 
+class RowSpace:
+  """First-fit bookkeeping of one batch: tokens and examples used per row."""
+
+  def __init__(self, rows, row_length, max_per_row):
+    self.row_length, self.max_per_row = row_length, max_per_row
+    self.used, self.count = [0] * rows, [0] * rows
+
+  def place(self, n):
+    """(row, slot, offset) in the first row with room for n tokens, or None."""
+    for r, (used, count) in enumerate(zip(self.used, self.count)):
+      if used + n <= self.row_length and count < self.max_per_row:
+        self.used[r] += n
+        self.count[r] += 1
+        return r, count, used
+    return None
+
+  def full(self):
+    return all(c == self.max_per_row or u == self.row_length for u, c in zip(self.used, self.count))
+
+
 def first_fit(lengths, *, rows, row_length, max_per_row):
   """Place each length in the first row with room. Returns [(row, slot, offset) or None]."""
-  used = [0] * rows
-  count = [0] * rows
-  placements = []
-  for n in lengths:
-    for r in range(rows):
-      if used[r] + n <= row_length and count[r] < max_per_row:
-        placements.append((r, count[r], used[r]))
-        used[r] += n
-        count[r] += 1
-        break
-    else:
-      placements.append(None)
-  return placements
+  space = RowSpace(rows, row_length, max_per_row)
+  return [space.place(n) for n in lengths]
 
 
 def empty_batch(rows, row_length, max_per_row, patch_dim, text_len):

@@ -198,6 +198,13 @@ class ShapesSource:
         self.size = size
         self.sample_spec_kwargs = sample_spec_kwargs
 
+    @classmethod
+    def of_config(cls, config, size: int | None = None) -> "ShapesSource":
+        """The shapes job's training videos: its seed, sizes and backgrounds, at the longest
+        duration (shorter examples are prefixes)."""
+        return cls(config.seed, size, frames=(max(config.data.frames),),
+                   sizes=tuple(map(tuple, config.data.sizes)), textured=config.data.textured_fraction)
+
     def __len__(self) -> int:
         return self.size if self.size is not None else 2**31 - 1
 

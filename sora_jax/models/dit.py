@@ -56,10 +56,12 @@ class DiTBlock(nn.Module):
   qk_norm: bool = True
   dtype: Any = jnp.float32
   attention_impl: str = "xla"
+  pattern: str = "full"
 
   @nn.compact
   def __call__(self, x, cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids):
     width = x.shape[-1]
+    slots = cond.shape[1]  # E: example ids 1..E, each one contiguous run (see nn.attention)
     norm = lambda name: nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype, name=name)
     mod = dense(6 * width, ("embed", "modulation"), dtype=self.dtype,
                 kernel_init=nn.initializers.zeros, name="adaLN")(cond)
@@ -67,9 +69,10 @@ class DiTBlock(nn.Module):
         per_token_condition(mod, segment_ids, cond_mask), 6, axis=-1)
     attn = lambda name: Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
                                   implementation=self.attention_impl, name=name)
-    x = x + gate_a * attn("self_attn")(modulate(norm("ln_self")(x), shift_a, scale_a), attn_ids, rope=rope)
+    x = x + gate_a * attn("self_attn")(modulate(norm("ln_self")(x), shift_a, scale_a), attn_ids, rope=rope,
+                                       max_segments=slots if self.pattern == "full" else None)
     x = x + attn("cross_attn")(layer_norm("ln_cross", dtype=self.dtype)(x), segment_ids,
-                               context=text, context_segment_ids=text_ids)
+                               context=text, context_segment_ids=text_ids, max_segments=slots)
     h = modulate(norm("ln_mlp")(x), shift_m, scale_m)
     mlp = Mlp(int(width * self.mlp_ratio), width, dtype=self.dtype,
               hidden_axes=("batch", "length", "act_mlp"), name="mlp")
@@ -90,7 +93,7 @@ class BlockGroup(nn.Module):
     cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids = inputs
     for j in range(len(self.patterns)):
       x = DiTBlock(self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl,
-                   name=f"block_{j}")(x, cond, segment_ids, cond_mask, attn_ids[j], rope, text, text_ids)
+                   pattern=self.patterns[j], name=f"block_{j}")(x, cond, segment_ids, cond_mask, attn_ids[j], rope, text, text_ids)
     return x, None
 
 
@@ -163,7 +166,7 @@ class DiT(nn.Module):
       block = DiTBlock if self.remat == "none" else nn.remat(DiTBlock, policy=policy)
       for i in range(self.depth):
         attn_ids = inputs[3][i % len(patterns)]
-        x = block(*block_args[1:], name=f"block_{i}")(x, *inputs[:3], attn_ids, *inputs[4:])
+        x = block(*block_args[1:], pattern=patterns[i % len(patterns)], name=f"block_{i}")(x, *inputs[:3], attn_ids, *inputs[4:])
     final = dense(2 * self.width, ("embed", "modulation"), dtype=self.dtype,
                   kernel_init=nn.initializers.zeros, name="final_adaLN")(cond)
     shift, scale = jnp.split(per_token_condition(final, segment_ids, cond_mask), 2, axis=-1)

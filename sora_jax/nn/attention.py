@@ -3,9 +3,12 @@
 Tokens attend only to tokens with the same segment id, so several examples share a row
 without seeing each other. Implementations (same answer on the same packed input):
   xla               reference with an explicit segment mask (any platform);
-  splash            TPU Pallas splash attention with in-kernel segment masking;
+  splash            TPU Pallas splash attention: in-kernel segment masking, and block masks from
+                    the segment ids so blocks across two examples are skipped;
   splash_interpret  the same kernel run by the Pallas interpreter (CPU tests);
-  auto              splash on TPU, xla elsewhere.
+  cudnn             cuDNN fused flash attention in its packed (ragged) layout (Hopper or newer):
+                    per-segment offsets and lengths, so cross-segment work is never done;
+  auto              splash on TPU, cudnn on Hopper or newer GPUs, xla elsewhere.
 The kernels are the only platform-specific code; they live here, behind this one function.
 """
 import functools
@@ -14,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("xla", "splash", "splash_interpret", "auto")
+IMPLEMENTATIONS = ("xla", "splash", "splash_interpret", "cudnn", "auto")
 SPLASH_BLOCK = 128  # sequence lengths are padded to this; larger blocks are used when they divide
 
 
@@ -24,22 +27,37 @@ def segment_mask(q_segment_ids, kv_segment_ids):
 
 
 def dot_product_attention(q, k, v, q_segment_ids, kv_segment_ids, *, implementation="xla",
-                          length_axis="length"):
+                          length_axis="length", max_segments=None):
   """Segment-masked attention.
 
   q: [B, Lq, H, Dh]; k, v: [B, Lk, H, Dh]; segment ids int [B, Lq] / [B, Lk].
-  A query whose segment has no key (padding) gets a uniform average instead of NaN; its
-  output is never read by a real token, since real tokens only attend their own segment.
-  `length_axis` is the logical name of the query length (for kernels run per device).
+  A query whose segment has no key (padding) gets a uniform average instead of NaN (zero with
+  cudnn); its output is never read by a real token, since real tokens only attend their own
+  segment. `length_axis` is the logical name of the query length (for kernels run per device).
+  max_segments: set when the ids are example slots 1..max_segments, each one contiguous run in
+  slot order on both sides (packed rows, and captions); cudnn's packed layout needs that and
+  uses xla for other patterns (e.g. temporal-only attention, whose ids interleave).
   """
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"unknown attention implementation {implementation!r}; choose from {IMPLEMENTATIONS}")
   if implementation == "auto":
-    implementation = "splash" if jax.default_backend() == "tpu" else "xla"
-  if implementation == "xla":
+    implementation = _auto()
+  if implementation == "cudnn" and max_segments is not None:
+    kernel = functools.partial(_cudnn, max_segments=max_segments)
+  elif implementation in ("splash", "splash_interpret"):
+    kernel = functools.partial(_splash, interpret=implementation == "splash_interpret")
+  else:
     return _xla_attention(q, k, v, q_segment_ids, kv_segment_ids)
-  return _sharded_splash(q, k, v, q_segment_ids, kv_segment_ids, length_axis,
-                         interpret=implementation == "splash_interpret")
+  return _per_device(kernel, q, k, v, q_segment_ids, kv_segment_ids, length_axis)
+
+
+def _auto():
+  platform = jax.default_backend()
+  if platform == "tpu":
+    return "splash"
+  if platform == "gpu" and float(getattr(jax.devices()[0], "compute_capability", 0)) >= 9.0:
+    return "cudnn"  # the packed layout needs Hopper
+  return "xla"
 
 
 def _xla_attention(q, k, v, q_segment_ids, kv_segment_ids):
@@ -50,17 +68,18 @@ def _xla_attention(q, k, v, q_segment_ids, kv_segment_ids):
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
-def _sharded_splash(q, k, v, q_ids, kv_ids, length_axis, *, interpret):
+def _per_device(kernel, q, k, v, q_ids, kv_ids, length_axis):
   """Under a mesh, run the kernel per device with shard_map: queries keep their batch, length
-  and head sharding (logical names as in nn.layers), keys/values are gathered along length."""
+  and head sharding (logical names as in nn.layers), keys/values are gathered along length.
+  Each device's segment ids describe its own query chunk, so the kernels need no global view."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
-    return _splash(q, k, v, q_ids, kv_ids, interpret=interpret)
+    return kernel(q, k, v, q_ids, kv_ids)
   batch, length, heads = (nn.logical_to_mesh_axes((name,))[0]
                            for name in ("batch", length_axis, "act_heads"))
   P = jax.sharding.PartitionSpec
   q_spec, kv_spec = P(batch, length, heads, None), P(batch, None, heads, None)
-  fn = jax.shard_map(functools.partial(_splash, interpret=interpret), mesh=mesh,
+  fn = jax.shard_map(kernel, mesh=mesh,
                      in_specs=(q_spec, kv_spec, kv_spec, P(batch, length), P(batch, None)),
                      out_specs=q_spec, check_vma=False)
   return fn(q, k, v, q_ids, kv_ids)
@@ -83,15 +102,21 @@ def _splash(q, k, v, q_ids, kv_ids, *, interpret):
   q = _pad_to_block(q, lq_pad)
   k, v = _pad_to_block(k, lk_pad), _pad_to_block(v, lk_pad)
   q_ids, kv_ids = _pad_to_block(q_ids, lq_pad, -2), _pad_to_block(kv_ids, lk_pad, -1)
-  kernel = _splash_kernel(h, lq_pad, lk_pad, interpret)
-  scale = d ** -0.5
+  sizes, kernel_options = _splash_kernel_options(h, lq_pad, lk_pad, interpret)
+
+  def one_row(q, k, v, qi, ki):
+    masks = segment_block_masks(qi, ki, block_q=sizes.block_q, block_kv=sizes.block_kv)
+    kernel = sk.SplashAttentionKernel.tree_unflatten(kernel_options, masks)
+    return kernel(q, k, v, segment_ids=sk.SegmentIds(q=qi, kv=ki))
+
   heads_first = lambda x: jnp.swapaxes(x, 1, 2)
-  out = jax.vmap(lambda q, k, v, qi, ki: kernel(q, k, v, segment_ids=sk.SegmentIds(q=qi, kv=ki)))(
-      heads_first(q * scale), heads_first(k), heads_first(v), q_ids, kv_ids)
+  scale = d ** -0.5
+  out = jax.vmap(one_row)(heads_first(q * scale), heads_first(k), heads_first(v), q_ids, kv_ids)
   return heads_first(out)[:, :lq].astype(v.dtype)
 
 
-def _splash_kernel(heads, lq, lk, interpret):
+def _splash_kernel_options(heads, lq, lk, interpret):
+  """(block sizes, the kernel's static options) for these lengths."""
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
@@ -99,6 +124,85 @@ def _splash_kernel(heads, lq, lk, interpret):
   bq, bk = block(lq), block(lk)
   sizes = sk.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk, block_q_dkv=bq, block_kv_dkv=bk,
                         block_kv_dkv_compute=bk, block_q_dq=bq, block_kv_dq=bk)
-  mask = sm.MultiHeadMask([sm.FullMask((lq, lk)) for _ in range(heads)])
-  # Built per trace (its mask tables become constants of that trace); the mask processing is cached.
-  return sk.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
+  # A full-mask kernel only to read its static options; the block masks come from the data.
+  template = sk.make_splash_mha(sm.MultiHeadMask([sm.FullMask((lq, lk))] * heads), block_sizes=sizes,
+                                head_shards=1, q_seq_shards=1, interpret=interpret)
+  return sizes, template.tree_flatten()[1]
+
+
+def segment_block_masks(q_ids, kv_ids, *, block_q, block_kv):
+  """Splash's (forward, dq, dkv) block masks for one row, from its segment ids [Lq], [Lk].
+
+  A (query block, key block) pair is computed only if the two blocks' id ranges overlap; every
+  matching pair of ids lies in such a pair, so nothing needed is skipped, and with contiguous
+  segments (packed examples, frames) the pairs across two examples are skipped. Negative ids
+  (the kernel's length padding) are left out of the ranges. Visited blocks are "full" (2): the
+  kernel masks by segment id inside them.
+  """
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask_info as mi
+
+  def ranges(ids, block):
+    ids = ids.reshape(-1, block)
+    real = ids >= 0
+    info = jnp.iinfo(jnp.int32)
+    return (jnp.min(jnp.where(real, ids, info.max), -1), jnp.max(jnp.where(real, ids, info.min), -1))
+
+  (q_lo, q_hi), (kv_lo, kv_hi) = ranges(q_ids, block_q), ranges(kv_ids, block_kv)
+  visit = (q_lo[:, None] <= kv_hi[None, :]) & (kv_lo[None, :] <= q_hi[:, None])  # [q blocks, kv blocks]
+  # A query block with no key block would divide by a zero softmax sum (NaN, which reaches real
+  # tokens through zero attention weights in the next layer): it visits block 0, fully masked,
+  # and gets the kernel's finite masked-row output as before.
+  visit = visit.at[:, 0].set(visit[:, 0] | ~visit.any(1))
+  block_mask = jnp.where(visit, 2, 0).astype(jnp.int8)[None]
+
+  # These tables live in the TPU's small scalar memory: the narrowest integer type that holds them.
+  index_type = jnp.int16 if max(visit.shape) <= jnp.iinfo(jnp.int16).max else jnp.int32
+
+  def info(next_block):  # next_block: the block each grid step fetches (0 when skipped, as upstream)
+    return mi.MaskInfo(data_next=jnp.where(visit, next_block, 0).astype(index_type)[None], mask_next=None,
+                       block_mask=block_mask, partial_mask_blocks=None, q_sequence=None, is_dynamic_mask=True)
+
+  forward = info(jnp.arange(visit.shape[1])[None, :])  # walks key blocks per query block
+  return forward, forward, info(jnp.arange(visit.shape[0])[:, None])  # dkv walks query blocks
+
+
+def ragged_layout(q_ids, kv_ids, max_segments):
+  """Slot ids (1..M, each one contiguous run in slot order, 0 = padding) of queries [B, Lq] and
+  keys [B, Lk] -> cuDNN's packed layout: per row the start offset and length of each segment,
+  int32 (offsets [B, M + 1], lengths [B, M]), -1 after the last. A slot counts only if both
+  sides hold it (sampling gives unused slots a null caption), so query and key segments pair up
+  by order as cuDNN pairs them."""
+  slots = jnp.arange(1, max_segments + 1, dtype=q_ids.dtype)
+  hits = lambda ids: ids[:, None, :] == slots[None, :, None]                  # [B, M, L]
+  q_hits, kv_hits = hits(q_ids), hits(kv_ids)
+  used = q_hits.any(-1) & kv_hits.any(-1)
+  # Used slots first, in slot order (a stable sort on "unused").
+  order = jnp.argsort(~used, axis=-1, stable=True)
+  take = lambda x: jnp.take_along_axis(x, order, axis=-1)
+  used = take(used)
+
+  def layout(hits):
+    lengths = jnp.where(used, take(hits.sum(-1).astype(jnp.int32)), -1)
+    offsets = jnp.where(used, take(jnp.argmax(hits, axis=-1).astype(jnp.int32)), -1)
+    return jnp.pad(offsets, ((0, 0), (0, 1)), constant_values=-1), lengths
+
+  return layout(q_hits), layout(kv_hits)
+
+
+def _cudnn(q, k, v, q_ids, kv_ids, *, max_segments):
+  # JAX's packed-layout entry point is not public API yet (jax.nn.dot_product_attention takes
+  # only one length per row); it is used here and nowhere else.
+  from jax._src.cudnn.fused_attention_stablehlo import MaskType
+  from jax._src.cudnn.fused_attention_stablehlo import dot_product_attention as cudnn_attention
+
+  (q_offsets, q_lengths), (kv_offsets, kv_lengths) = ragged_layout(q_ids, kv_ids, max_segments)
+  dtype = q.dtype if q.dtype in (jnp.bfloat16, jnp.float16) else jnp.bfloat16  # cuDNN: 16-bit only
+  # Tokens outside every segment are zeroed on the way in and out: the kernel leaves them (and
+  # their gradients) undefined.
+  q_in = (q_ids > 0)[..., None, None]
+  kv_in = (kv_ids > 0)[..., None, None]
+  q, k, v = jnp.where(q_in, q, 0), jnp.where(kv_in, k, 0), jnp.where(kv_in, v, 0)
+  out = cudnn_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), q_seqlen=q_lengths,
+                        kv_seqlen=kv_lengths, q_offsets=q_offsets, kv_offsets=kv_offsets,
+                        scale=q.shape[-1] ** -0.5, mask_type=MaskType.PADDING, qkv_layout="BTNH")
+  return jnp.where(q_in, out, 0).astype(v.dtype)

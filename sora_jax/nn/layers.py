@@ -79,7 +79,7 @@ class Attention(nn.Module):
   seq_axis: str = "length"
 
   @nn.compact
-  def __call__(self, x, segment_ids, *, context=None, context_segment_ids=None, rope=None):
+  def __call__(self, x, segment_ids, *, context=None, context_segment_ids=None, rope=None, max_segments=None):
     width = x.shape[-1]
     head_dim = width // self.num_heads
     # Projections keep heads flattened into one axis, so `tensor` shards whole heads.
@@ -97,6 +97,6 @@ class Attention(nn.Module):
     k, v = (constrain(a, ("batch", "kv_length", "act_heads", "kv")) for a in (k, v))
     kv_ids = segment_ids if context is None else context_segment_ids
     out = dot_product_attention(q, k, v, segment_ids, kv_ids, implementation=self.implementation,
-                                length_axis=self.seq_axis)
+                                length_axis=self.seq_axis, max_segments=max_segments)
     out = out.reshape(out.shape[:-2] + (width,))
     return dense(width, ("heads", "embed"), dtype=self.dtype, name="out")(out)

@@ -1,6 +1,5 @@
 """Stage 2: encode the synthetic videos once, then train the packed DiT on their latents."""
 import dataclasses
-import functools
 import os
 import pickle
 from typing import Any, Callable
@@ -12,9 +11,10 @@ import numpy as np
 from sora_jax.config import VAE_TEMPORAL
 from sora_jax.files import atomic_path
 from sora_jax.data.budget import drop_rate, drop_tokens
-from sora_jax.data.latent_cache import latent_source, load_stats
+from sora_jax.data.latent_cache import cached_latents, encoded_clips
 from sora_jax.data.latents import channel_stats, encode_videos, standardise
-from sora_jax.data.packing import empty_batch, first_fit, pack, padding_fraction
+from sora_jax.data.packing import empty_batch
+from sora_jax.data.stream import PackedBatches, epoch_order
 from sora_jax.data.synthetic import ShapesSource, caption
 from sora_jax.diffusion import make_objective
 from sora_jax.diffusion.loss import diffusion_loss
@@ -28,32 +28,14 @@ from sora_jax.train.state import create_state, make_optimizer, make_train_step
 CACHE_FILE = "latent_cache.pkl"
 
 
-class CachedLatents:
-  """Latents from `sora-jax cache-latents` (config.data.latents): (mean, std) and caption by index."""
-
-  def __init__(self, path):
-    self.source = latent_source(path)
-    self.stats = load_stats(path)
-    # A batch reads an example's latents, then its caption: decode each record once.
-    self.record = functools.lru_cache(maxsize=1024)(self.source.__getitem__)
-
-  def __len__(self):
-    return len(self.source)
-
-  def __getitem__(self, i):
-    r = self.record(i)
-    return r["mean"], r["std"]
-
-  def caption_at(self, i, rng):
-    return self.record(i)["caption"]
-
-
 def training_latents(config, workdir, vae, vae_params):
   """(latents: index -> (mean, std), caption_at(i, rng) -> str, stats): the DiT's training data,
-  from cached real clips when config.data.latents is set, else the synthetic shapes."""
-  if config.data.latents:
-    cached = CachedLatents(config.data.latents)
-    return cached, cached.caption_at, cached.stats
+  from cached latents (config.data.latents), prepared clips encoded as they are read
+  (config.data.clips), or else the synthetic shapes."""
+  if config.data.latents or config.data.clips:
+    data = cached_latents(config.data.latents) if config.data.latents else encoded_clips(
+        config.data.clips, vae, vae_params, budget=config.train.row_length, patch=tuple(config.model.patch))
+    return data, data.caption_at, data.stats
   return shapes_data(latent_cache(config, workdir, vae, vae_params))
 
 
@@ -72,8 +54,7 @@ def latent_cache(config, workdir, vae, vae_params):
   # latent prefix: the VAE is causal, so the prefix is exactly the encoding of the first
   # 1 + 4k frames, and only one shape per resolution needs compiling.
   frames = tuple(config.data.frames)
-  source = ShapesSource(config.seed, frames=(max(frames),), sizes=tuple(map(tuple, config.data.sizes)),
-                        textured=config.data.textured_fraction)
+  source = ShapesSource.of_config(config)
   examples = [source[i] for i in range(config.data.num_examples)]
   full = encode_videos(vae, vae_params, [e["video"] for e in examples])
   lengths = host_rng(config.seed, 3, 0).choice(frames, size=len(examples))
@@ -97,38 +78,38 @@ def latent_example(config, latent, stats, caption_text):
           "grid": np.array(grid, np.int32), "text_ids": caption_ids(config, [caption_text])[0]}
 
 
-def dit_batch(config, data, step, shard=0, num_shards=1):
-  """Shard `shard` of step's batch (rows / num_shards rows): random examples packed first-fit.
+def dit_examples(config, data, shard=0, num_shards=1):
+  """example_at(position, step) -> packable example: the stream of host `shard`, going through
+  the data in a new random order each epoch (hosts take alternate positions).
 
-  Each host makes only its own shard, from its own random stream; examples that do not fit wait.
   data: (latents, caption_at, stats) as `training_latents` returns.
   """
   latents, caption_at, stats = data
-  t = config.train
-  rows = t.rows // num_shards
-  rng = host_rng(config.seed, 2, step, shard)
-  candidates = rng.integers(0, len(latents), rows * t.max_per_row)
-  examples = []
-  for i in candidates:
-    mean, std = latents[i]
+  order = epoch_order(len(latents), config.seed, shard, num_shards)
+  token_drop = tuple(config.train.token_drop)
+
+  def example_at(position, step):
+    rng = host_rng(config.seed, 2, position, shard)
+    mean, std = latents[order[position]]
     z = mean + std * rng.standard_normal(mean.shape).astype(np.float32)  # posterior sample
-    text = "" if rng.random() < config.data.caption_dropout else caption_at(i, rng)
+    text = "" if rng.random() < config.data.caption_dropout else caption_at(order[position], rng)
     example = latent_example(config, z, stats, text)
     if example["grid"][0] > 1 and rng.random() < config.data.first_frame_cond:
       # Image-to-video examples: the first latent frame (exactly the first video frame, as the
       # VAE is causal) is given clean, so the caption alone says where the shape goes next.
       example["cond_mask"] = example["positions"][:, 0] == 0
-    examples.append(example)
-  rate = drop_rate(step, *t.token_drop)
-  if rate > 0:
-    examples = [drop_tokens(e, rate, rng) for e in examples]
-  places = first_fit([len(e["tokens"]) for e in examples], rows=rows, row_length=t.row_length,
-                     max_per_row=t.max_per_row)
-  batch = pack(examples, places, rows=rows, row_length=t.row_length, max_per_row=t.max_per_row)
-  placed = sum(p is not None for p in places)
-  flops = dit_train_flops(config.model, patch_dim(config), config.model.text.max_len, batch["grid"])
-  return batch, {"padding_fraction": padding_fraction(batch), "examples_per_row": placed / rows,
-                 "tokens": int((batch["segment_ids"] > 0).sum()), "examples": placed, "model_flops": flops}
+    rate = drop_rate(step, *token_drop)
+    return drop_tokens(example, rate, rng) if rate > 0 else example
+  return example_at
+
+
+def dit_batches(config, data, shard=0, num_shards=1):
+  """The packed batches of host `shard` (rows / num_shards rows each), checkpointable."""
+  t = config.train
+  flops = lambda batch: {"model_flops": dit_train_flops(config.model, patch_dim(config),
+                                                        config.model.text.max_len, batch["grid"])}
+  return PackedBatches(dit_examples(config, data, shard, num_shards), rows=t.rows // num_shards,
+                       row_length=t.row_length, max_per_row=t.max_per_row, batch_metrics=flops)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,16 +166,14 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
   shardings = batch_sharding(training.batch_shapes, mesh)
   step_fn = sharded_train_step(training.train_step, mesh, state_sharding, shardings)
 
-  def batch_at(step):
-    local, metrics = dit_batch(config, data, step, jax.process_index(), jax.process_count())
-    return global_batch(local, shardings, config.train.rows), metrics
-
   tc = config.train
   def sample_hook(step, state, writer):
     if step % tc.sample_every == 0:
       on_sample(step, state.ema_params, data[2], writer)
   hooks = [sample_hook] if on_sample is not None and tc.sample_every else []
-  state = fit("dit", workdir=workdir, state=state, train_step=step_fn, batch_at=batch_at,
+  state = fit("dit", workdir=workdir, state=state, train_step=step_fn,
+              data=dit_batches(config, data, jax.process_index(), jax.process_count()),
+              put_batch=lambda local: global_batch(local, shardings, tc.rows), config=config.to_dict(),
               num_steps=tc.steps, seed=config.seed + 1, log_every=tc.log_every,
               checkpoint_every=tc.checkpoint_every, max_nonfinite_in_row=tc.max_nonfinite_in_row,
               peak_flops=tc.peak_flops, keep_checkpoints=tc.keep_checkpoints, keep_period=tc.keep_period,

@@ -53,12 +53,15 @@ class _StopFlag:
 RATE_KEYS = ("tokens", "examples", "model_flops")
 
 
-def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_every, checkpoint_every,
-        max_nonfinite_in_row=20, peak_flops=None, keep_checkpoints=2, keep_period=None, hooks=()):
+def fit(name, *, workdir, state, train_step, data, num_steps, seed, log_every, checkpoint_every,
+        put_batch=None, config=None, max_nonfinite_in_row=20, peak_flops=None, keep_checkpoints=2,
+        keep_period=None, hooks=()):
   """Run `train_step` from the last checkpoint of stage `name` up to `num_steps`.
 
-  batch_at(step) -> (batch, host_metrics) must be deterministic in step, so a resumed run sees
-  exactly the batches an uninterrupted one would. train_step(state, batch, rng) -> (state, metrics).
+  data: a grain iterator of (host batch, host_metrics) (data/stream.py); its state is saved with
+  each checkpoint, so a resumed run sees exactly the batches an uninterrupted one would.
+  put_batch(host batch) -> the global device batch. train_step(state, batch, rng) -> (state, metrics).
+  config (a dict) is saved with each checkpoint.
   Non-finite steps are skipped inside train_step; a streak of `max_nonfinite_in_row` stops the run
   (checked when logging and before each checkpoint, which a skipped step leaves unchanged anyway).
   Host metrics named in RATE_KEYS (this host's share) become global per-second rates, and model
@@ -67,7 +70,7 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
   """
   peak_flops = peak_flops or PEAK_FLOPS.get(jax.devices()[0].device_kind)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name), keep_checkpoints, keep_period)
-  restored = ckpt.restore(state)
+  restored = ckpt.restore(state, data)
   state = state if restored is None else restored
   start = int(state.step)
   if start >= num_steps:
@@ -80,8 +83,8 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
                   disable=not lead)
   try:
     with _StopFlag() as stop:
-      return _run(name, ckpt, writer, bar, stop, state, train_step, batch_at, start, num_steps, key,
-                  log_every, checkpoint_every, max_nonfinite_in_row, peak_flops, hooks)
+      return _run(name, ckpt, config, writer, bar, stop, state, train_step, data, put_batch or (lambda b: b), start,
+                  num_steps, key, log_every, checkpoint_every, max_nonfinite_in_row, peak_flops, hooks)
   finally:  # also on TrainingDiverged / Preempted: waits for the last checkpoint to be complete
     bar.close()
     if writer:
@@ -89,13 +92,13 @@ def fit(name, *, workdir, state, train_step, batch_at, num_steps, seed, log_ever
     ckpt.close()
 
 
-def _run(name, ckpt, writer, bar, stop, state, train_step, batch_at, start, num_steps, key,
+def _run(name, ckpt, config, writer, bar, stop, state, train_step, data, put_batch, start, num_steps, key,
          log_every, checkpoint_every, max_nonfinite_in_row, peak_flops, hooks):
   last_time, last_step = time.perf_counter(), start
   sums = dict.fromkeys(RATE_KEYS, 0.0)
   for step in range(start, num_steps):
-    batch, host_metrics = batch_at(step)
-    host_metrics = dict(host_metrics)
+    batch, host_metrics = next(data)
+    batch, host_metrics = put_batch(batch), dict(host_metrics)
     for k in RATE_KEYS:
       sums[k] += host_metrics.pop(k, 0.0) * jax.process_count()
     state, metrics = train_step(state, batch, jax.random.fold_in(key, step))
@@ -122,7 +125,7 @@ def _run(name, ckpt, writer, bar, stop, state, train_step, batch_at, start, num_
       hook(done, state, writer)
     preempted = stop.should_stop(logging)
     if saving or preempted:
-      ckpt.save(done, state)
+      ckpt.save(done, state, data, config)
     if preempted:
       raise Preempted(f"{name}: stopped by SIGTERM at step {done}, checkpoint saved; "
                       "run the same command to resume")

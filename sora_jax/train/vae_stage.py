@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from sora_jax.data.stream import StepBatches
 from sora_jax.data.synthetic import render, sample_spec
 from sora_jax.data.transforms import to_model_range
 from sora_jax.models.build import build_vae
@@ -55,11 +56,11 @@ def train_vae(config, workdir, mesh):
     # Every host renders the same clips and keeps its rows: VAE batches are small.
     video, metrics = vae_batch(config, step)
     rows = len(video) // jax.process_count()
-    local = {"video": video[jax.process_index() * rows:(jax.process_index() + 1) * rows]}
-    return global_batch(local, video_sharding, len(video)), metrics
+    return {"video": video[jax.process_index() * rows:(jax.process_index() + 1) * rows]}, metrics
 
   state = fit("vae", workdir=workdir, state=jax.device_put(create_state(params, tx), state_sharding),
-              train_step=step_fn, batch_at=batch_at, num_steps=vt.steps, seed=config.seed,
+              train_step=step_fn, data=StepBatches(batch_at), num_steps=vt.steps, seed=config.seed,
+              put_batch=lambda local: global_batch(local, video_sharding, vt.batch_size), config=config.to_dict(),
               log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
               max_nonfinite_in_row=config.train.max_nonfinite_in_row)
   return vae, state.ema_params
