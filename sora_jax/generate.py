@@ -50,6 +50,7 @@ class Pipeline:
   dit: object
   dit_params: object
   latent_stats: tuple
+  _samplers: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
   @classmethod
   def load(cls, workdir, dit=True):
@@ -132,18 +133,26 @@ class Pipeline:
       rows += 1
 
   def _sample(self, batch, steps, guidance):
-    c = self.config
-    objective = make_objective(c.diffusion)
     b = {k: jnp.asarray(v) for k, v in batch.items()}
-    null_ids = jnp.broadcast_to(jnp.asarray(caption_ids(c, [""])[0]), b["text_ids"].shape)
+    null_ids = jnp.broadcast_to(jnp.asarray(caption_ids(self.config, [""])[0]), b["text_ids"].shape)
+    return self._sampler(steps, guidance)(self.dit_params, b, null_ids)
 
-    @jax.jit
-    def run(params, b, null_ids):
-      apply = lambda *a: self.dit.apply({"params": params}, *a)
-      denoise = guided(apply, guidance, b["segment_ids"], b["positions"], b["cond_mask"])
-      shift = resolution_shift(jnp.prod(b["grid"], -1), c.diffusion.shift_base_tokens)
-      times = objective.sampling_times(steps, shift)
-      return sample(objective, denoise, b["tokens"], times, b["segment_ids"],
-                    b["cond_mask"], b["tokens"], b["text_ids"], null_ids)
+  def _sampler(self, steps, guidance):
+    """The jitted sampler for (steps, guidance), built once and shared by copies of this pipeline
+    with other weights (progress samples): each new jit would compile again. Keyed also by what
+    it closes over (the DiT module, the diffusion settings), which copies may change."""
+    key = (steps, guidance, self.dit, self.config.diffusion.to_json())
+    if key not in self._samplers:
+      c = self.config
+      objective = make_objective(c.diffusion)
 
-    return run(self.dit_params, b, null_ids)
+      def run(params, b, null_ids):
+        apply = lambda *a: self.dit.apply({"params": params}, *a)
+        denoise = guided(apply, guidance, b["segment_ids"], b["positions"], b["cond_mask"])
+        shift = resolution_shift(jnp.prod(b["grid"], -1), c.diffusion.shift_base_tokens)
+        times = objective.sampling_times(steps, shift)
+        return sample(objective, denoise, b["tokens"], times, b["segment_ids"],
+                      b["cond_mask"], b["tokens"], b["text_ids"], null_ids)
+
+      self._samplers[key] = jax.jit(run)
+    return self._samplers[key]

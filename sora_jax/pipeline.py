@@ -1,4 +1,5 @@
 """The main job: VAE stage, DiT stage, then samples and the shapes evaluation."""
+import dataclasses
 import os
 
 import jax
@@ -39,11 +40,12 @@ PROGRESS_PROMPTS = ("a red circle moves to the right", "a blue square moves down
 
 def progress_sampler(config, workdir, vae, vae_params):
   """on_sample for the DiT stage: fixed-seed videos into DIR/progress/step_N/ and TensorBoard."""
-  dit = build_dit(config)
+  pipe = Pipeline(config, vae, vae_params, build_dit(config), None, None)
 
   def on_sample(step, ema_params, stats, writer):
     s = config.sample
-    videos = Pipeline(config, vae, vae_params, dit, ema_params, stats).generate(
+    # The same compiled sampler every time: only the weights change.
+    videos = dataclasses.replace(pipe, dit_params=ema_params, latent_stats=stats).generate(
         list(PROGRESS_PROMPTS), num_frames=s.num_frames, height=s.height, width=s.width,
         steps=s.steps, guidance=s.guidance, seed=0)
     if jax.process_index():

@@ -40,6 +40,10 @@ def test_sampling_is_reproducible_by_seed_and_independent_of_packing(pipe):
   np.testing.assert_allclose(alone[0].astype(int), two[0].astype(int), atol=1)
   other_seed = pipe.generate(["a red circle moves up"], seed=1, **args)
   assert np.abs(other_seed[0].astype(int) - alone[0].astype(int)).max() > 0
+  # One compiled sampler per (steps, guidance), shared by copies with other weights (progress samples).
+  count = len(pipe._samplers)
+  copy = dataclasses.replace(pipe, dit_params=jax.tree.map(lambda p: p + 1, pipe.dit_params))
+  assert copy._sampler(2, 3.0) is pipe._sampler(2, 3.0) and len(pipe._samplers) == count
 
 
 def test_image_request_gives_one_frame(pipe):

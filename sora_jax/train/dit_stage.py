@@ -90,9 +90,10 @@ def dit_examples(config, data, shard=0, num_shards=1):
 
   def example_at(position, step):
     rng = host_rng(config.seed, 2, position, shard)
-    mean, std = latents[order[position]]
+    index = order[position]
+    mean, std = latents[index]
     z = mean + std * rng.standard_normal(mean.shape).astype(np.float32)  # posterior sample
-    text = "" if rng.random() < config.data.caption_dropout else caption_at(order[position], rng)
+    text = "" if rng.random() < config.data.caption_dropout else caption_at(index, rng)
     example = latent_example(config, z, stats, text)
     if example["grid"][0] > 1 and rng.random() < config.data.first_frame_cond:
       # Image-to-video examples: the first latent frame (exactly the first video frame, as the
