@@ -4,6 +4,7 @@ Each row of the batch holds up to E examples, told apart by segment ids (0 = pad
 Per-example values (timestep, caption) reach tokens by gathering with segment ids, so an
 example's output is the same alone in a row or packed with others.
 """
+import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -49,32 +50,39 @@ def per_token_condition(values, segment_ids, cond_mask):
   return jnp.take_along_axis(values.reshape(b, 2 * e, f), index[..., None], axis=1)
 
 
-class DiTBlock(nn.Module):
-  """adaLN-Zero block: self-attention, cross-attention to the caption, MLP."""
+@dataclasses.dataclass(frozen=True)
+class BlockSettings:
+  """What every DiT block shares (one field for DiTBlock and BlockGroup alike)."""
   num_heads: int
   mlp_ratio: float = 4.0
   qk_norm: bool = True
   dtype: Any = jnp.float32
   attention_impl: str = "xla"
+
+
+class DiTBlock(nn.Module):
+  """adaLN-Zero block: self-attention, cross-attention to the caption, MLP."""
+  settings: BlockSettings
   pattern: str = "full"
 
   @nn.compact
   def __call__(self, x, cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids):
     width = x.shape[-1]
+    st = self.settings
     slots = cond.shape[1]  # E: example ids 1..E, each one contiguous run (see nn.attention)
-    norm = lambda name: nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype, name=name)
-    mod = dense(6 * width, ("embed", "modulation"), dtype=self.dtype,
+    norm = lambda name: nn.LayerNorm(use_scale=False, use_bias=False, dtype=st.dtype, name=name)
+    mod = dense(6 * width, ("embed", "modulation"), dtype=st.dtype,
                 kernel_init=nn.initializers.zeros, name="adaLN")(cond)
     shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = jnp.split(
         per_token_condition(mod, segment_ids, cond_mask), 6, axis=-1)
-    attn = lambda name: Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
-                                  implementation=self.attention_impl, name=name)
+    attn = lambda name: Attention(st.num_heads, qk_norm=st.qk_norm, dtype=st.dtype,
+                                  implementation=st.attention_impl, name=name)
     x = x + gate_a * attn("self_attn")(modulate(norm("ln_self")(x), shift_a, scale_a), attn_ids, rope=rope,
                                        max_segments=slots if self.pattern == "full" else None)
-    x = x + attn("cross_attn")(layer_norm("ln_cross", dtype=self.dtype)(x), segment_ids,
+    x = x + attn("cross_attn")(layer_norm("ln_cross", dtype=st.dtype)(x), segment_ids,
                                context=text, context_segment_ids=text_ids, max_segments=slots)
     h = modulate(norm("ln_mlp")(x), shift_m, scale_m)
-    mlp = Mlp(int(width * self.mlp_ratio), width, dtype=self.dtype,
+    mlp = Mlp(int(width * st.mlp_ratio), width, dtype=st.dtype,
               hidden_axes=("batch", "length", "act_mlp"), name="mlp")
     return constrain(x + gate_m * mlp(h), ACTIVATION_AXES)
 
@@ -82,18 +90,14 @@ class DiTBlock(nn.Module):
 class BlockGroup(nn.Module):
   """One DiTBlock per attention pattern: the unit that `nn.scan` repeats."""
   patterns: Sequence[str]
-  num_heads: int
-  mlp_ratio: float = 4.0
-  qk_norm: bool = True
-  dtype: Any = jnp.float32
-  attention_impl: str = "xla"
+  settings: BlockSettings
 
   @nn.compact
   def __call__(self, x, inputs):
     cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids = inputs
-    for j in range(len(self.patterns)):
-      x = DiTBlock(self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl,
-                   pattern=self.patterns[j], name=f"block_{j}")(x, cond, segment_ids, cond_mask, attn_ids[j], rope, text, text_ids)
+    for j, pattern in enumerate(self.patterns):
+      x = DiTBlock(self.settings, pattern, name=f"block_{j}")(x, cond, segment_ids, cond_mask, attn_ids[j],
+                                                              rope, text, text_ids)
     return x, None
 
 
@@ -152,7 +156,7 @@ class DiT(nn.Module):
     inputs = (cond, segment_ids, cond_mask,
               tuple(pattern_segment_ids(segment_ids, positions, p) for p in patterns),
               rope, context, text_ids_flat)
-    block_args = (patterns, self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl)
+    settings = BlockSettings(self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl)
     policy = REMAT_POLICIES[self.remat]
     if self.scan_layers:
       # One traced group of len(patterns) blocks, scanned: compile time and the backward pass's
@@ -161,12 +165,12 @@ class DiT(nn.Module):
       scanned = nn.scan(group, variable_axes={"params": 0}, split_rngs={"params": True},
                         in_axes=nn.broadcast, length=self.depth // len(patterns),
                         metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = scanned(*block_args, name="blocks")(x, inputs)
+      x, _ = scanned(patterns, settings, name="blocks")(x, inputs)
     else:
       block = DiTBlock if self.remat == "none" else nn.remat(DiTBlock, policy=policy)
       for i in range(self.depth):
         attn_ids = inputs[3][i % len(patterns)]
-        x = block(*block_args[1:], pattern=patterns[i % len(patterns)], name=f"block_{i}")(x, *inputs[:3], attn_ids, *inputs[4:])
+        x = block(settings, patterns[i % len(patterns)], name=f"block_{i}")(x, *inputs[:3], attn_ids, *inputs[4:])
     final = dense(2 * self.width, ("embed", "modulation"), dtype=self.dtype,
                   kernel_init=nn.initializers.zeros, name="final_adaLN")(cond)
     shift, scale = jnp.split(per_token_condition(final, segment_ids, cond_mask), 2, axis=-1)
