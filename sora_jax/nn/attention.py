@@ -158,12 +158,19 @@ def segment_block_masks(q_ids, kv_ids, *, block_q, block_kv):
   # These tables live in the TPU's small scalar memory: the narrowest integer type that holds them.
   index_type = jnp.int16 if max(visit.shape) <= jnp.iinfo(jnp.int16).max else jnp.int32
 
-  def info(next_block):  # next_block: the block each grid step fetches (0 when skipped, as upstream)
-    return mi.MaskInfo(data_next=jnp.where(visit, next_block, 0).astype(index_type)[None], mask_next=None,
+  def info(axis):
+    """Tables for a kernel whose inner grid loop walks `axis` of `visit`: a skipped step fetches
+    the block the next computed step needs (the last computed one after the end), so skipping
+    costs no extra copies; the pipeline does not copy a block it already holds."""
+    blocks = jnp.arange(visit.shape[axis]).reshape((-1, 1) if axis == 0 else (1, -1))
+    ahead = jax.lax.cummin(jnp.where(visit, blocks, visit.shape[axis]), axis=axis, reverse=True)
+    behind = jax.lax.cummax(jnp.where(visit, blocks, -1), axis=axis)
+    next_block = jnp.where(ahead < visit.shape[axis], ahead, jnp.maximum(behind, 0))
+    return mi.MaskInfo(data_next=next_block.astype(index_type)[None], mask_next=None,
                        block_mask=block_mask, partial_mask_blocks=None, q_sequence=None, is_dynamic_mask=True)
 
-  forward = info(jnp.arange(visit.shape[1])[None, :])  # walks key blocks per query block
-  return forward, forward, info(jnp.arange(visit.shape[0])[:, None])  # dkv walks query blocks
+  forward = info(axis=1)  # forward and dq walk key blocks per query block
+  return forward, forward, info(axis=0)  # dkv walks query blocks per key block
 
 
 def ragged_layout(q_ids, kv_ids, max_segments):
