@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL, ConfigError, check_video_size, default_config
-from sora_jax.data.latents import destandardise
+from sora_jax.data.latents import destandardise, read_stats
 from sora_jax.data.packing import first_fit, pack, unpack
 from sora_jax.data.transforms import to_uint8
 from sora_jax.diffusion import make_objective, resolution_shift
@@ -26,6 +26,7 @@ from sora_jax.models.vae import decode_chunked
 from sora_jax.train.checkpoint import Checkpointer
 
 CONFIG_FILE = "config.json"
+LATENT_STATS_FILE = "latent_stats.json"  # the DiT's latent standardisation, beside the config
 
 
 def _with_defaults(saved, defaults):
@@ -71,10 +72,8 @@ class Pipeline:
       states[name] = saved["ema_params"]
     if not dit:
       return cls(config, build_vae(config.vae), states["vae"], None, None, None)
-    with open(os.path.join(workdir, "latent_stats.json")) as f:
-      stats = json.load(f)
     return cls(config, build_vae(config.vae), states["vae"], build_dit(config), states["dit"],
-               (np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)))
+               read_stats(os.path.join(workdir, LATENT_STATS_FILE)))
 
   def generate(self, prompts, *, num_frames, height, width, steps, guidance, seed):
     """list[str] -> list of uint8 [num_frames, height, width, 3]."""

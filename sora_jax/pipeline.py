@@ -8,7 +8,8 @@ import numpy as np
 from sora_jax.data.video_io import write_video
 from sora_jax.evaluation.shapes import analyse_video, eval_prompts, summarise
 from sora_jax.files import write_json
-from sora_jax.generate import CONFIG_FILE, Pipeline
+from sora_jax.data.latents import write_stats
+from sora_jax.generate import CONFIG_FILE, LATENT_STATS_FILE, Pipeline
 from sora_jax.models.build import build_dit
 from sora_jax.parallel.mesh import check_divisibility, make_mesh
 from sora_jax.train.dit_stage import train_dit
@@ -26,8 +27,7 @@ def train_and_evaluate(config, workdir, vae_only=False):
     return {"vae": os.path.join(workdir, "checkpoints", "vae")}
   dit, dit_params, stats = train_dit(config, workdir, vae, vae_params, mesh,
                                      on_sample=progress_sampler(config, workdir, vae, vae_params))
-  write_json(os.path.join(workdir, "latent_stats.json"),
-             {"mean": stats[0].tolist(), "std": stats[1].tolist()})
+  write_stats(os.path.join(workdir, LATENT_STATS_FILE), stats)
   pipe = Pipeline(config, vae, vae_params, dit, dit_params, stats)
   s = config.sample
   return evaluate(pipe, workdir, num_frames=s.num_frames, height=s.height, width=s.width,

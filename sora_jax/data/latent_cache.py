@@ -12,8 +12,7 @@ import jax
 import numpy as np
 
 from sora_jax.data.budget import fit_to_budget
-from sora_jax.data.latents import channel_stats, encode_videos
-from sora_jax.files import write_json
+from sora_jax.data.latents import channel_stats, encode_videos, read_stats, write_stats
 
 STATS_FILE = "stats.json"
 
@@ -53,8 +52,7 @@ def cache_latents(vae, vae_params, clips, output, *, budget, patch):
   writer.close()
   shard.with_name(shard.name + ".tmp").rename(shard)
   if jax.process_index() == 0:  # stats from host 0's share: a large random sample of the data
-    mean, std = channel_stats(latents)
-    write_json(output / STATS_FILE, {"mean": mean.tolist(), "std": std.tolist(), "clips": len(clips)})
+    write_stats(output / STATS_FILE, channel_stats(latents), clips=len(clips))
   return len(records)
 
 
@@ -91,7 +89,7 @@ class LatentRecords:
 def cached_latents(path):
   """`sora-jax cache-latents` output (config.data.latents)."""
   source = latent_source(path)
-  return LatentRecords(source.__getitem__, len(source), load_stats(path))
+  return LatentRecords(source.__getitem__, len(source), read_stats(Path(path) / STATS_FILE))
 
 
 def encoded_clips(path, vae, vae_params, *, budget, patch, stats_clips=64):
@@ -113,9 +111,3 @@ def encoded_clips(path, vae, vae_params, *, budget, patch, stats_clips=64):
   records = LatentRecords(read, len(clips))
   records.stats = channel_stats([records[i] for i in range(min(stats_clips, len(records)))])
   return records
-
-
-def load_stats(path):
-  import json
-  stats = json.loads((Path(path) / STATS_FILE).read_text())
-  return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)

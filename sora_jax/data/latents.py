@@ -1,5 +1,6 @@
 """Encode videos to VAE latents once (grouped by shape, so each shape compiles once)."""
 import functools
+import json
 from collections import defaultdict
 
 import jax
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.data.transforms import to_model_range
+from sora_jax.files import write_json
 
 
 @functools.cache
@@ -41,6 +43,17 @@ def channel_stats(latents):
   means = np.concatenate([m.reshape(-1, m.shape[-1]) for m, _ in latents])
   variances = np.concatenate([np.square(s).reshape(-1, s.shape[-1]) for _, s in latents])
   return means.mean(0), np.sqrt(means.var(0) + variances.mean(0)) + 1e-6
+
+
+def write_stats(path, stats, **extra):
+  """Per-channel (mean, std) as JSON (plus `extra` fields), written whole or not at all."""
+  write_json(path, {"mean": stats[0].tolist(), "std": stats[1].tolist(), **extra})
+
+
+def read_stats(path):
+  with open(path) as f:
+    stats = json.load(f)
+  return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
 
 
 def standardise(latent, stats):
