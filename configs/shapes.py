@@ -7,6 +7,15 @@ from sora_jax.config import default_config
 
 def get_config(arg=None):
   c = default_config()
+  # What makes motion learnable at this compute (docs/design.md, "The shapes job"): absolute
+  # positions beside RoPE (where a shape is at frame t, not only relative offsets), a larger
+  # timestep shift (more training and sampling at the noise levels that lay out the video), and
+  # text-to-video factorised as text-to-image then image-to-video (Emu Video), trained on a share
+  # of videos whose first frame is given.
+  c.model.pos_emb = "rope+sincos"
+  c.diffusion.shift_base_tokens = 8
+  c.data.first_frame_cond = 0.75
+  c.sample.image_first = True
   if arg == "tiny":
     c.data.frames = (1, 5, 9)
     c.data.sizes = ((16, 16), (16, 32), (32, 16))

@@ -61,7 +61,7 @@ def default_config():
   c.model.num_heads = 4
   c.model.mlp_ratio = 4.0
   c.model.attention_patterns = ("full",)   # cycled over layers: full | spatial | temporal
-  c.model.pos_emb = "rope"                 # rope (3D rotary) | sincos (p_t(t) + p_s(h, w))
+  c.model.pos_emb = "rope"                 # rope (3D rotary) | sincos (p_t(t) + p_s(h, w)) | rope+sincos
   c.model.qk_norm = True
   c.model.attention_impl = "xla"
   c.model.dtype = "float32"                # compute dtype; parameters stay float32

@@ -29,7 +29,7 @@ def test_attention_patterns_group_tokens():
   assert spatial[4] == temporal[4] == 0
 
 
-@pytest.mark.parametrize("pos_emb", ["rope", "sincos"])
+@pytest.mark.parametrize("pos_emb", ["rope", "sincos", "rope+sincos"])
 def test_output_same_alone_or_packed(pos_emb):
   rng = np.random.default_rng(0)
   a = random_example(rng, (2, 3, 2))

@@ -79,12 +79,13 @@ def test_ddpm_objective_samples_with_ddim(pipe):
 
 def test_image_first_video_starts_with_the_text_to_image_sample(pipe):
   """Factorised t2v: frame 0 is the prompt's t2i sample, held clean while the rest is sampled."""
-  image_first = dataclasses.replace(pipe, config=pipe.config.copy_and_resolve_references())
-  image_first.config.sample.image_first = True
+  image_first, one_pass = (dataclasses.replace(pipe, config=pipe.config.copy_and_resolve_references())
+                           for _ in range(2))
+  image_first.config.sample.image_first, one_pass.config.sample.image_first = True, False
   prompt, args = ["a red circle moves up"], dict(num_frames=5, height=16, width=16, steps=2, guidance=3.0)
   video = image_first.generate(prompt, seed=3, **args)[0]
   assert video.shape == (5, 16, 16, 3)
-  assert not np.array_equal(video, pipe.generate(prompt, seed=3, **args)[0])
+  assert not np.array_equal(video, one_pass.generate(prompt, seed=3, **args)[0])
   c = pipe.config.vae.latent_channels
   image = image_first._sample_latents(caption_ids(pipe.config, prompt), (1, 2, 2, c), 2, 3.0,
                                       jax.random.fold_in(jax.random.key(3), 2**31 - 1))[0]

@@ -1,8 +1,6 @@
-import jax
 import numpy as np
 
 from sora_jax.data.packing import first_fit, pack, padding_fraction, unpack
-from sora_jax.models.text import BOS, HashedWordEncoder, tokenize
 
 from helpers import random_example
 
@@ -27,13 +25,3 @@ def test_pack_unpack_roundtrip_and_contract():
   for ex, got in zip(examples, unpack(batch["tokens"], examples, places)):
     np.testing.assert_array_equal(got, ex["tokens"])
   assert padding_fraction(batch) == 5 / 16
-
-
-def test_tokenize_and_text_encoder_shapes():
-  ids = tokenize(["a red circle moves to the right", ""], 8, 100)
-  assert ids.shape == (2, 8) and ids[0, 0] == ids[1, 0] == BOS
-  assert (ids[0, 1:8] >= 2).all() and (ids[1, 1:] == 0).all()
-  encoder = HashedWordEncoder(100, 16, 1, 2)
-  params = encoder.init(jax.random.key(0), ids)
-  emb, mask = encoder.apply(params, ids)
-  assert emb.shape == (2, 8, 16) and mask.tolist()[1] == [True] + [False] * 7

@@ -15,7 +15,7 @@ from sora_jax.nn.embeddings import rope_3d, separable_sincos, timestep_embedding
 from sora_jax.nn.layers import Attention, Mlp, constrain, dense, layer_norm, modulate
 
 ATTENTION_PATTERNS = ("full", "spatial", "temporal")
-POSITION_EMBEDDINGS = ("rope", "sincos")
+POSITION_EMBEDDINGS = ("rope", "sincos", "rope+sincos")
 # Activation checkpointing per block: what the backward pass keeps instead of recomputing.
 REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
                   "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
@@ -148,9 +148,9 @@ class DiT(nn.Module):
     x = dense(self.width, ("patch", "embed"), dtype=self.dtype, name="patch_embed")(tokens.astype(self.dtype))
     x = constrain(x, ACTIVATION_AXES)
     rope = None
-    if self.pos_emb == "sincos":
+    if "sincos" in self.pos_emb:
       x = x + separable_sincos(positions, self.width).astype(self.dtype)
-    else:
+    if "rope" in self.pos_emb:
       rope = rope_3d(positions, self.width // self.num_heads)
     patterns = tuple(self.attention_patterns)
     inputs = (cond, segment_ids, cond_mask,
