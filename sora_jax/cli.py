@@ -34,6 +34,8 @@ def make_flags(argv):
                                    flag_values=fv, sys_argv=list(argv))
   flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, samples", flag_values=fv)
   flags.DEFINE_multi_string("prompt", [], "caption(s) to sample; repeat for several", flag_values=fv)
+  flags.DEFINE_string("image", None, "sample: image-to-video, every prompt's video opens on this picture "
+                      "(.png / .jpg, resized to --height x --width)", flag_values=fv)
   flags.DEFINE_integer("num_frames", None, "frames to sample (1 + 4k); default from the config", flag_values=fv)
   flags.DEFINE_integer("height", None, "pixel height; default from the config", flag_values=fv)
   flags.DEFINE_integer("width", None, "pixel width; default from the config", flag_values=fv)
@@ -100,7 +102,12 @@ def cmd_sample(args):
   if not args.prompt:
     raise UsageError("--prompt is required (repeat it for several prompts)")
   pipe = Pipeline.load(workdir)
-  videos = pipe.generate(args.prompt, seed=args.seed, **_sample_args(args, pipe.config))
+  sample_args = _sample_args(args, pipe.config)
+  first_frames = None
+  if args.image:
+    from sora_jax.data.video_io import read_image
+    first_frames = [read_image(args.image, (sample_args["height"], sample_args["width"]))] * len(args.prompt)
+  videos = pipe.generate(args.prompt, seed=args.seed, first_frames=first_frames, **sample_args)
   stem, ext = os.path.splitext(output)
   paths = [output] if len(videos) == 1 else [f"{stem}_{i}{ext}" for i in range(len(videos))]
   for path, video in zip(paths, videos):

@@ -6,6 +6,9 @@ from sora_jax.nn.attention import IMPLEMENTATIONS
 from sora_jax.models.dit import ATTENTION_PATTERNS, MAX_EXAMPLES_PER_ROW, POSITION_EMBEDDINGS, REMAT_POLICIES
 
 VAE_SPATIAL, VAE_TEMPORAL = 8, 4
+# Where a sampled video's frame 0 comes from: sampled with the rest in one pass, a text-to-image
+# sample, or frame 0 of a one-pass video; the last two then sample the rest image-to-video.
+FIRST_FRAME_SOURCES = ("joint", "image", "video")
 
 
 class ConfigError(ValueError):
@@ -36,6 +39,7 @@ def default_config():
   c.data.textured_fraction = 0.5         # share of textured (vs plain) backgrounds
   c.data.caption_dropout = 0.1        # null caption rate, for classifier-free guidance
   c.data.first_frame_cond = 0.0       # share of videos trained image-to-video (frame 0 given clean)
+  c.data.opening_frame_motion = 0.0   # shapes: share of 1-frame examples captioned with their track's motion
 
   c.vae = ml_collections.ConfigDict()
   c.vae.latent_channels = 16
@@ -117,7 +121,7 @@ def default_config():
   c.sample.width = 48
   c.sample.fps = 8
   c.sample.chunk_latents = 2
-  c.sample.image_first = False             # text-to-video as text-to-image, then image-to-video
+  c.sample.first_frame = "joint"           # joint (one pass) | image | video: where frame 0 comes from
   return c
 
 
@@ -143,6 +147,9 @@ def validate(c):
   check_video_size(c.sample.num_frames, c.sample.height, c.sample.width, patch, what="sample")
   check_video_size(c.vae_train.clip_frames, c.vae_train.clip_size, c.vae_train.clip_size, (1, 1, 1),
                    what="vae_train clip")
+  for key in ("caption_dropout", "first_frame_cond", "opening_frame_motion", "textured_fraction"):
+    if not 0.0 <= c.data[key] <= 1.0:
+      raise ConfigError(f"data.{key}={c.data[key]} is a share; it must be in [0, 1]")
   if c.model.width % c.model.num_heads:
     raise ConfigError(f"model.width={c.model.width} is not divisible by model.num_heads={c.model.num_heads}")
   if c.model.text.width % c.model.text.num_heads:
@@ -157,8 +164,11 @@ def validate(c):
   if c.model.scan_layers and c.model.depth % len(c.model.attention_patterns):
     raise ConfigError(f"model.depth={c.model.depth} is not divisible by the {len(c.model.attention_patterns)} "
                       "model.attention_patterns (scan_layers repeats one group of them)")
-  if c.sample.image_first and patch[0] != 1:
-    raise ConfigError(f"sample.image_first needs model.patch[0] == 1 (got {patch[0]}): frame 0 must be its own tokens")
+  if c.sample.first_frame not in FIRST_FRAME_SOURCES:
+    raise ConfigError(f"sample.first_frame={c.sample.first_frame!r}; choose from {FIRST_FRAME_SOURCES}")
+  if c.sample.first_frame != "joint" and patch[0] != 1:
+    raise ConfigError(f"sample.first_frame={c.sample.first_frame!r} needs model.patch[0] == 1 (got {patch[0]}): "
+                      "frame 0 must be its own tokens")
   if c.model.remat not in REMAT_POLICIES:
     raise ConfigError(f"model.remat={c.model.remat!r}; choose from {tuple(REMAT_POLICIES)}")
   if c.model.dtype not in ("float32", "bfloat16"):

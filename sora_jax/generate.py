@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL, ConfigError, check_video_size, default_config
-from sora_jax.data.latents import destandardise, read_stats
+from sora_jax.data.latents import destandardise, encode_videos, read_stats, standardise
 from sora_jax.data.packing import first_fit, pack, unpack
 from sora_jax.data.transforms import to_uint8
 from sora_jax.diffusion import make_objective, resolution_shift
@@ -75,8 +75,12 @@ class Pipeline:
     return cls(config, build_vae(config.vae), states["vae"], build_dit(config), states["dit"],
                read_stats(os.path.join(workdir, LATENT_STATS_FILE)))
 
-  def generate(self, prompts, *, num_frames, height, width, steps, guidance, seed):
-    """list[str] -> list of uint8 [num_frames, height, width, 3]."""
+  def generate(self, prompts, *, num_frames, height, width, steps, guidance, seed, first_frames=None):
+    """list[str] -> list of uint8 [num_frames, height, width, 3].
+
+    first_frames: optional uint8 [height, width, 3] images, one per prompt: image-to-video, the
+    video opens on the given frame instead of a sampled one.
+    """
     c = self.config
     check_video_size(num_frames, height, width, tuple(c.model.patch), what="requested size")
     if not prompts or any(not p.strip() for p in prompts):
@@ -86,11 +90,25 @@ class Pipeline:
     key = jax.random.key(seed)
     ids = caption_ids(c, prompts)
     first = None
-    if c.sample.image_first and latent_shape[0] > 1:
-      # Factorised text-to-video: text-to-image first (an image is a 1-frame video), then
-      # image-to-video from it, the first latent frame held clean as in i2v training.
-      first = self._sample_latents(ids, (1,) + latent_shape[1:], steps, guidance, jax.random.fold_in(key, 2**31 - 1))
+    if first_frames is not None:
+      first = self._encode_first_frames(first_frames, len(prompts), (height, width))
+    elif c.sample.first_frame != "joint" and latent_shape[0] > 1:
+      # Two stages: frame 0 first, then image-to-video from it, its latent held clean as in i2v
+      # training. "image": a text-to-image sample (Emu Video; an image is a 1-frame video).
+      # "video": frame 0 of a one-pass sample, whose shape sits where its whole track fits.
+      first_shape = (1,) + latent_shape[1:] if c.sample.first_frame == "image" else latent_shape
+      first = [z[:1] for z in self._sample_latents(ids, first_shape, steps, guidance, jax.random.fold_in(key, 2**31 - 1))]
     return [self.decode(z) for z in self._sample_latents(ids, latent_shape, steps, guidance, key, first)]
+
+  def _encode_first_frames(self, images, count, size):
+    """uint8 images [H, W, 3] -> standardised 1-frame latents (the causal VAE encodes frame 0 alone)."""
+    if len(images) != count:
+      raise ConfigError(f"{len(images)} first frames for {count} prompts: give one per prompt")
+    for image in images:
+      if np.shape(image) != (*size, 3):
+        raise ConfigError(f"first frame is {np.shape(image)}; image-to-video at this size needs {(*size, 3)}")
+    latents = encode_videos(self.vae, self.vae_params, [np.asarray(image, np.uint8)[None] for image in images])
+    return [standardise(mean, self.latent_stats) for mean, _ in latents]
 
   def decode(self, latent):
     """Standardised latent [T, H, W, C] -> uint8 video, decoded in temporal chunks."""

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from sora_jax.data.video_io import write_video
-from sora_jax.evaluation.shapes import analyse_video, eval_prompts, summarise
+from sora_jax.evaluation.shapes import analyse_video, eval_prompts, opening_frames, summarise
 from sora_jax.files import write_json
 from sora_jax.data.latents import write_stats
 from sora_jax.generate import CONFIG_FILE, LATENT_STATS_FILE, Pipeline
@@ -59,17 +59,30 @@ def progress_sampler(config, workdir, vae, vae_params):
 
 
 def evaluate(pipe, workdir, *, num_frames, height, width, steps, guidance, seed):
-  """Sample the held-out prompt set, write the videos, score colour/direction/shape."""
+  """Sample the held-out prompt set, write the videos, score colour/direction/shape.
+
+  The same prompts are also animated from each one's true opening frame (image-to-video alone,
+  reported under "image_to_video"): that tells where the first stage puts the shape apart from
+  how image-to-video moves it (`sample.first_frame`).
+  """
   prompts = eval_prompts(num_frames=num_frames, height=height, width=width)
-  videos = pipe.generate([p["caption"] for p in prompts], num_frames=num_frames, height=height,
-                         width=width, steps=steps, guidance=guidance, seed=seed)
+  captions = [p["caption"] for p in prompts]
+  settings = dict(num_frames=num_frames, height=height, width=width, steps=steps, guidance=guidance, seed=seed)
+  videos = pipe.generate(captions, **settings)
   results = []
   for i, (p, video) in enumerate(zip(prompts, videos)):
     write_video(os.path.join(workdir, "samples", f"{i:02d}_{p['colour']}_{p['shape']}_{p['direction']}.mp4"),
                 video, fps=pipe.config.sample.fps)
-    r = analyse_video(video, p["colour"], p["direction"], p["shape"])
-    results.append({k: r[k] for k in ("colour_ok", "direction_ok", "shape_ok", "dominant_colour", "direction", "shape")}
-                   | {"caption": p["caption"]})
+    results.append(_scored(video, p))
   summary = summarise(results)
+  if num_frames > 1:
+    i2v = pipe.generate(captions, first_frames=opening_frames(prompts), **settings)
+    summary["image_to_video"] = summarise([_scored(video, p) for p, video in zip(prompts, i2v)])
   write_json(os.path.join(workdir, "eval.json"), {"summary": summary, "results": results})
   return summary
+
+
+def _scored(video, prompt):
+  r = analyse_video(video, prompt["colour"], prompt["direction"], prompt["shape"])
+  return ({k: r[k] for k in ("colour_ok", "direction_ok", "shape_ok", "dominant_colour", "direction", "shape")}
+          | {"caption": prompt["caption"]})

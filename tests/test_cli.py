@@ -52,6 +52,7 @@ def test_train_writes_checkpoints_events_samples(workdir):
   assert len(list((workdir / "progress" / "step_3").glob("*.mp4"))) == 2
   summary = json.loads((workdir / "eval.json").read_text())["summary"]
   assert summary["n"] == 16 and 0.0 <= summary["colour_accuracy"] <= 1.0
+  assert summary["image_to_video"]["n"] == 16 and 0.0 <= summary["image_to_video"]["direction_accuracy"] <= 1.0
   assert len(list((workdir / "samples").glob("*.mp4"))) == 16
 
 
@@ -70,15 +71,22 @@ def test_sample_writes_exact_size(workdir, tmp_path):
        "--height=16", "--width=16", "--steps=1", f"--output={png}")
   assert read_video(tmp_path / "still_0.png").shape == (1, 16, 16, 3)
   assert (tmp_path / "still_1.png").exists()
+  i2v = tmp_path / "i2v.mp4"  # image-to-video from the still, resized to the asked size
+  call("sample", f"--workdir={workdir}", "--prompt=a red circle moves up", f"--image={tmp_path / 'still_0.png'}",
+       "--num_frames=5", "--height=16", "--width=32", "--steps=1", f"--output={i2v}")
+  assert read_video(i2v).shape == (5, 16, 32, 3)
 
 
 @pytest.mark.parametrize("argv, message", [
     (["train", TINY, "--config.model.nope=3", "--workdir=x"], "nope"),
     (["train", TINY, "--config.sample.num_frames=6", "--workdir=x"], "1 + 4k frames"),
     (["train", TINY, "--config.sample.width=20", "--workdir=x"], "width 20 is not divisible by 16"),
+    (["train", TINY, "--config.sample.first_frame=last", "--workdir=x"], "sample.first_frame='last'"),
+    (["train", TINY, "--config.data.first_frame_cond=1.5", "--workdir=x"], "data.first_frame_cond=1.5 is a share"),
     (["sample", "--workdir=WORKDIR", "--prompt=", "--output=o.mp4"], "prompt is empty"),
     (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--num_frames=4", "--output=o.mp4"], "1 + 4k frames"),
     (["sample", "--workdir=EMPTY", "--prompt=a cat", "--output=o.mp4"], "no config.json"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--image=missing.png", "--output=o.mp4"], "missing.png"),
     (["fly"], "give one command"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, workdir, tmp_path, capsys):

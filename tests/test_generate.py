@@ -77,20 +77,37 @@ def test_ddpm_objective_samples_with_ddim(pipe):
   assert np.abs(flow.astype(int) - a.astype(int)).max() > 0
 
 
-def test_image_first_video_starts_with_the_text_to_image_sample(pipe):
-  """Factorised t2v: frame 0 is the prompt's t2i sample, held clean while the rest is sampled."""
-  image_first, one_pass = (dataclasses.replace(pipe, config=pipe.config.copy_and_resolve_references())
-                           for _ in range(2))
-  image_first.config.sample.image_first, one_pass.config.sample.image_first = True, False
+@pytest.mark.parametrize("source, first_latents", [("image", 1), ("video", 2)])
+def test_two_stage_video_opens_on_the_first_stage_sample(pipe, source, first_latents):
+  """Frame 0 is the first stage's sample (text-to-image, or frame 0 of a one-pass video), held
+  clean while the rest is sampled image-to-video."""
+  two_stage, one_pass = (dataclasses.replace(pipe, config=pipe.config.copy_and_resolve_references())
+                         for _ in range(2))
+  two_stage.config.sample.first_frame, one_pass.config.sample.first_frame = source, "joint"
   prompt, args = ["a red circle moves up"], dict(num_frames=5, height=16, width=16, steps=2, guidance=3.0)
-  video = image_first.generate(prompt, seed=3, **args)[0]
+  video = two_stage.generate(prompt, seed=3, **args)[0]
   assert video.shape == (5, 16, 16, 3)
   assert not np.array_equal(video, one_pass.generate(prompt, seed=3, **args)[0])
   c = pipe.config.vae.latent_channels
-  image = image_first._sample_latents(caption_ids(pipe.config, prompt), (1, 2, 2, c), 2, 3.0,
-                                      jax.random.fold_in(jax.random.key(3), 2**31 - 1))[0]
-  # The causal VAE decodes frame 0 from latent frame 0 alone: the t2i sample, exactly.
-  np.testing.assert_array_equal(video[0], image_first.decode(image)[0])
+  first = two_stage._sample_latents(caption_ids(pipe.config, prompt), (first_latents, 2, 2, c), 2, 3.0,
+                                    jax.random.fold_in(jax.random.key(3), 2**31 - 1))[0]
+  # The causal VAE decodes frame 0 from latent frame 0 alone: the first stage's sample, exactly.
+  np.testing.assert_array_equal(video[0], two_stage.decode(first[:1])[0])
+
+
+def test_image_to_video_opens_on_the_given_frame(pipe):
+  """The given frame is encoded and held clean: frame 0 is its VAE round trip, whatever the seed."""
+  image = np.random.default_rng(0).integers(0, 256, (16, 32, 3), dtype=np.uint8)
+  args = dict(num_frames=5, height=16, width=32, steps=2, guidance=3.0)
+  videos = [pipe.generate(["a red circle moves up"], seed=s, first_frames=[image], **args)[0] for s in (0, 1)]
+  (latent,) = pipe._encode_first_frames([image], 1, (16, 32))
+  np.testing.assert_array_equal(videos[0][0], pipe.decode(latent)[0])
+  np.testing.assert_array_equal(videos[1][0], videos[0][0])
+  assert not np.array_equal(videos[0][1:], videos[1][1:])
+  with pytest.raises(ConfigError, match=r"first frame is \(16, 16, 3\)"):
+    pipe.generate(["a red circle moves up"], seed=0, first_frames=[image[:, :16]], **args)
+  with pytest.raises(ConfigError, match="2 first frames for 1 prompts"):
+    pipe.generate(["a red circle moves up"], seed=0, first_frames=[image, image], **args)
 
 
 def test_a_saved_config_gains_keys_added_since():

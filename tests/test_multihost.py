@@ -46,7 +46,7 @@ def test_two_processes_match_one(tmp_path):
   shardings = batch_sharding(training.batch_shapes, mesh)
   step_fn = sharded_train_step(training.train_step, mesh, state_sharding, shardings)
   key = jax.random.key(c.seed + 1)
-  streams = [dit_batches(c, shapes_data(cache), i, 2) for i in range(2)]
+  streams = [dit_batches(c, shapes_data(c, cache), i, 2) for i in range(2)]
   for step in range(c.train.steps):
     shards = [next(s)[0] for s in streams]
     local = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}

@@ -74,6 +74,10 @@ def test_captions():
                     "a red circle moves up and to the left slowly on a plain background"}
     image = replace(spec, num_frames=1)
     assert caption(image) == "a red circle on a plain background"
+    # The opening frame of a moving track names its motion in the given share of captions.
+    assert not any("moves" in caption(image, rng) for _ in range(100))
+    named = [" moves up and to the left" in caption(image, rng, opening_motion=0.5) for _ in range(400)]
+    assert 0.4 < np.mean(named) < 0.6
 
 
 def test_source_is_deterministic_and_order_free():

@@ -78,12 +78,18 @@ class ShapeSpec:
     bg_seed: int  # picks the background tints and texture
 
 
-def caption(spec: ShapeSpec, rng: np.random.Generator | None = None) -> str:
-    """Full caption, or with `rng` the speed and background clauses each dropped w.p. 0.5."""
+def caption(spec: ShapeSpec, rng: np.random.Generator | None = None, *, opening_motion: float = 0.0) -> str:
+    """Full caption, or with `rng` the speed and background clauses each dropped w.p. 0.5.
+
+    A 1-frame spec names no motion, unless it is the opening frame of a moving track (the
+    latent cache's prefixes): then, with `rng`, its caption keeps the motion w.p. `opening_motion`.
+    Where a shape starts depends on where it will go (its track stays in frame): these captions
+    teach the model that placement (`sample.first_frame`, docs/design.md).
+    """
     keep_speed = rng is None or rng.random() < 0.5
     keep_bg = rng is None or rng.random() < 0.5
     text = f"a {spec.colour} {spec.shape}"
-    if spec.num_frames > 1:
+    if spec.num_frames > 1 or (rng is not None and opening_motion and rng.random() < opening_motion):
         text += f" moves {DIRECTION_PHRASES[spec.direction]}"
         if keep_speed:
             text += f" {spec.speed}"

@@ -38,6 +38,18 @@ def read_video(path, *, max_frames: int | None = None) -> np.ndarray:
     return np.stack(frames)
 
 
+def read_image(path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a picture to uint8 [H, W, 3] RGB, resized to (height, width) when `size` is given."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if size is not None and image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.BICUBIC)
+            return np.asarray(image)
+    except (OSError, ValueError) as e:  # missing, truncated or not a picture: one line naming it
+        raise VideoReadError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+
+
 def write_video(path, frames: np.ndarray, fps: int = 8) -> None:
     """Write uint8 [T, H, W, 3] frames atomically; the format follows the extension."""
     frames = np.asarray(frames)

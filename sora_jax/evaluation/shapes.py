@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sora_jax.data.synthetic import COLOURS, DIRECTION_PHRASES, DIRECTIONS, HELD_OUT, SHAPES
+from sora_jax.data.synthetic import COLOURS, DIRECTION_PHRASES, DIRECTIONS, HELD_OUT, SHAPES, make_spec, render
 
 _NAMES = list(COLOURS)
 # Palette colours scaled so their brightest channel is 1: matching on this chromaticity
@@ -115,6 +115,13 @@ def eval_prompts(num_frames: int = 17, height: int = 48, width: int = 48) -> lis
          "num_frames": num_frames, "height": height, "width": width}
         for c, s, d in HELD_OUT
     ]
+
+
+def opening_frames(prompts: list[dict]) -> list[np.ndarray]:
+    """Frame 0 of each prompt's true video (track centred, quick speed): uint8 [H, W, 3]."""
+    return [render(make_spec(p["colour"], p["shape"], p["direction"], num_frames=p["num_frames"],
+                             height=p["height"], width=p["width"], seed=i))[0]
+            for i, p in enumerate(prompts)]
 
 
 def summarise(results: list[dict]) -> dict:

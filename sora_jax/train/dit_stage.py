@@ -36,12 +36,14 @@ def training_latents(config, workdir, vae, vae_params):
     data = cached_latents(config.data.latents) if config.data.latents else encoded_clips(
         config.data.clips, vae, vae_params, budget=config.train.row_length, patch=tuple(config.model.patch))
     return data, data.caption_at, data.stats
-  return shapes_data(latent_cache(config, workdir, vae, vae_params))
+  return shapes_data(config, latent_cache(config, workdir, vae, vae_params))
 
 
-def shapes_data(cache):
-  """The synthetic latent cache as training data; captions are re-drawn (short/long forms)."""
-  return cache["latents"], lambda i, rng: caption(cache["specs"][i], rng), cache["stats"]
+def shapes_data(config, cache):
+  """The synthetic latent cache as training data; captions are re-drawn (short/long forms), and
+  its 1-frame examples are the opening frames of moving tracks."""
+  caption_at = lambda i, rng: caption(cache["specs"][i], rng, opening_motion=config.data.opening_frame_motion)
+  return cache["latents"], caption_at, cache["stats"]
 
 
 def latent_cache(config, workdir, vae, vae_params):
