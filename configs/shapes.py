@@ -19,6 +19,9 @@ def get_config(arg=None):
   c.data.opening_frame_motion = 0.5
   c.sample.first_frame = "video"
   c.sample.guidance = 3.0                  # 0.84 held-out direction over seeds 0-4, against 0.79 at 2 and 0.80 at 4
+  # The PCA-initialised VAE reconstructs these videos at step 1 about as well as at step 250
+  # (23.8 vs 23.9 dB); 100 steps instead of 300 give the same held-out scores, 1.8 min sooner.
+  c.vae_train.steps = 100
   if arg == "tiny":
     c.data.frames = (1, 5, 9)
     c.data.sizes = ((16, 16), (16, 32), (32, 16))
