@@ -89,6 +89,7 @@ def caption(spec: ShapeSpec, rng: np.random.Generator | None = None, *, opening_
     keep_speed = rng is None or rng.random() < 0.5
     keep_bg = rng is None or rng.random() < 0.5
     text = f"a {spec.colour} {spec.shape}"
+    # No draw when opening_motion is 0: captions of existing runs and datasets stay as they were.
     if spec.num_frames > 1 or (rng is not None and opening_motion and rng.random() < opening_motion):
         text += f" moves {DIRECTION_PHRASES[spec.direction]}"
         if keep_speed:
