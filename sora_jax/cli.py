@@ -1,14 +1,10 @@
-"""`sora-jax` command line: train, sample, eval.
+"""`sora-jax` command line. `sora-jax --help` lists the commands, `sora-jax COMMAND --help` the
+flags of one: both come from COMMANDS and FLAGS below.
 
-  sora-jax train  --config=configs/shapes.py --workdir=DIR [--config.train.steps=100 ...]
-  sora-jax sample --workdir=DIR --prompt="a red circle moves to the right" --num_frames=17
-                  --height=64 --width=96 --steps=30 --guidance=4 --seed=0 --output=out.mp4
-  sora-jax eval   --workdir=DIR
-  sora-jax aot    --config=configs/sora_8b.py:v5p --topology=v5p-256 [--num_slices=2]
-  sora-jax bench  --config=configs/shapes.py [--bench_steps=10 --peak_tflops=... --unpacked]
-  sora-jax prepare --input=DIR|list.csv|list.jsonl|shapes:N --output=DIR [--fps=8 --clip_frames=17 --clip_stride=17]
-  sora-jax cache-latents --workdir=DIR --input=PREPARED --output=LATENTS   (then --config.data.latents=LATENTS)
+This module imports no jax at the top, so `--help` answers at once and run() can choose JAX's
+platforms (sora_jax/platforms.py) before jax is imported.
 """
+
 import json
 import os
 import re
@@ -17,12 +13,238 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from sora_jax.config import ConfigError
-from sora_jax.data.video_io import VideoReadError
-from sora_jax.generate import CheckpointMissing
-from sora_jax.train.loop import Preempted, TrainingDiverged
+from sora_jax import platforms
 
-COMMANDS = ("train", "sample", "eval", "aot", "bench", "prepare", "cache-latents")
+# name -> (usage after `sora-jax NAME`, what it does)
+COMMANDS = {
+    "train": (
+        "--config=FILE --workdir=DIR [--config.KEY=VALUE ...]",
+        "train the VAE, then the DiT, then score held-out samples; resumes from --workdir",
+    ),
+    "sample": (
+        "--workdir=DIR --prompt=TEXT [--prompt=TEXT ...] --output=FILE.mp4 [one mode flag]",
+        "sample videos from a trained run: text-to-video or -image; image-to-video at any frame "
+        "(--image), extension (--extend), --connect, --loop, SDEdit (--edit), long videos (--long_frames)",
+    ),
+    "eval": (
+        "--workdir=DIR [--modes=all]",
+        "sample the held-out prompts, score colour, direction and shape, "
+        "then every prompting mode (eval.json)",
+    ),
+    "aot": (
+        "--config=FILE --topology=SLICE",
+        "compile the train and sampling steps for a TPU slice here: memory per chip, FLOPs, roofline",
+    ),
+    "bench": ("--config=FILE", "time the DiT train step and one sampling evaluation on this machine"),
+    "prepare": (
+        "--input=DIR|LIST.csv|LIST.jsonl|shapes:N --output=DIR",
+        "cut captioned videos into clips at one frame rate: a dataset for --config.data.clips",
+    ),
+    "cache-latents": (
+        "--workdir=DIR --input=PREPARED --output=DIR",
+        "encode prepared clips with a run's VAE: latents for --config.data.latents",
+    ),
+}
+CONFIGURED = ("train", "aot", "bench")  # the commands that take --config and --config.KEY overrides
+SAMPLING = ("sample", "eval")
+MULTIHOST = ("train", "sample", "eval", "bench", "cache-latents")
+
+# Every flag but --config, once: (define, name, default, help, the commands that read it). A
+# command's --help lists its rows and the command refuses the others, so help cannot drift from
+# use; a new flag is one row.
+FLAGS = (
+    (
+        flags.DEFINE_string,
+        "workdir",
+        None,
+        "run directory: checkpoints, TensorBoard events, samples",
+        ("train", "sample", "eval", "cache-latents"),
+    ),
+    (flags.DEFINE_multi_string, "prompt", [], "caption to sample; repeat for several", ("sample",)),
+    (
+        flags.DEFINE_string,
+        "image",
+        None,
+        "image-to-video: every prompt's video holds this picture at "
+        "--image_at (.png / .jpg, resized to --height x --width)",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_string,
+        "image_at",
+        "first",
+        "where --image goes: first, last, or a frame index (frames "
+        "after 0 share a latent frame with their group of 4: the picture fills that group)",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_multi_string,
+        "video",
+        [],
+        "an input video (.mp4 / .gif; resized to --height x --width, "
+        "used at its own frame rate): one with --extend, two with --connect",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_string,
+        "extend",
+        None,
+        "forward: continue --video after its end; backward: invent what "
+        "came before its start. The output holds the whole input, with the new frames after / before it",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_integer,
+        "overlap",
+        None,
+        "latent frames shared with an input video (1 + 4(k-1) frames "
+        "at a start, 4k at an end); default 2 for --extend and --long_frames, 1 for --connect and --loop",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_bool,
+        "connect",
+        False,
+        "a transition from the end of the first video to the start of the "
+        "second (two --video flags, or `--connect a.mp4 b.mp4`); the output holds a, the transition, then b",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_bool,
+        "loop",
+        False,
+        "a video that plays seamlessly on repeat: a sample, then frames "
+        "leading from its end back to its start",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_string,
+        "edit",
+        None,
+        "SDEdit: this video's first --num_frames frames noised to "
+        "t = --strength, then denoised with --prompt (resized to --height x --width)",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_float,
+        "strength",
+        None,
+        "--edit: noise level in (0, 1]: low keeps the input's layout, high "
+        "follows the prompt (default 0.6)",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_integer,
+        "long_frames",
+        None,
+        "a long video of this many frames, sampled --num_frames at a "
+        "time, each chunk extending the last (memory flat in the length; .mp4 written as it comes)",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_string,
+        "modes",
+        None,
+        "prompting modes to score besides text-to-video: all, none, or a "
+        "comma-separated list of extend_forward, extend_backward, image_last, connect, loop, sdedit, long "
+        "(default: the run's sample.eval_modes)",
+        ("eval",),
+    ),
+    (
+        flags.DEFINE_integer,
+        "num_frames",
+        None,
+        "frames to sample (1 + 4k); default from the config",
+        SAMPLING,
+    ),
+    (flags.DEFINE_integer, "height", None, "pixel height; default from the config", SAMPLING),
+    (flags.DEFINE_integer, "width", None, "pixel width; default from the config", SAMPLING),
+    (flags.DEFINE_integer, "steps", None, "sampler steps, >= 1; default from the config", SAMPLING),
+    (
+        flags.DEFINE_float,
+        "guidance",
+        None,
+        "classifier-free guidance scale, >= 0 (1: none); default from " "the config",
+        SAMPLING,
+    ),
+    (flags.DEFINE_integer, "seed", 0, "sampling seed", SAMPLING),
+    (
+        flags.DEFINE_string,
+        "output",
+        None,
+        "sample: a .mp4 / .gif / .png video (.png: 1 frame); aot: a .json "
+        "report; prepare, cache-latents: the output folder",
+        ("sample", "aot", "prepare", "cache-latents"),
+    ),
+    (
+        flags.DEFINE_bool,
+        "vae_only",
+        False,
+        "stop after the VAE stage (e.g. before cache-latents)",
+        ("train",),
+    ),
+    (
+        flags.DEFINE_bool,
+        "distributed",
+        False,
+        "join a multi-host job (auto-detected on Cloud TPU, GKE, " "SLURM)",
+        MULTIHOST,
+    ),
+    (
+        flags.DEFINE_string,
+        "coordinator",
+        None,
+        "multi-host: coordinator host:port (implies --distributed)",
+        MULTIHOST,
+    ),
+    (
+        flags.DEFINE_integer,
+        "num_processes",
+        None,
+        "multi-host: number of processes (with --coordinator)",
+        MULTIHOST,
+    ),
+    (
+        flags.DEFINE_integer,
+        "process_id",
+        None,
+        "multi-host: this process's index (with --coordinator)",
+        MULTIHOST,
+    ),
+    (flags.DEFINE_string, "topology", None, "TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8", ("aot",)),
+    (flags.DEFINE_integer, "num_slices", 1, "slices of a multislice job (DCN)", ("aot",)),
+    (
+        flags.DEFINE_string,
+        "input",
+        None,
+        "prepare: a folder of videos with .txt captions, a .csv / .jsonl "
+        "of path, caption, or shapes:N (N synthetic moving-shapes videos); cache-latents: a prepare "
+        "output",
+        ("prepare", "cache-latents"),
+    ),
+    (flags.DEFINE_float, "fps", 8.0, "frame rate clips are resampled to", ("prepare",)),
+    (flags.DEFINE_integer, "clip_frames", 17, "frames per clip (1 + 4k)", ("prepare",)),
+    (flags.DEFINE_integer, "clip_stride", 17, "frames between clip starts", ("prepare",)),
+    (flags.DEFINE_integer, "bench_steps", 10, "timed steps after warm-up", ("bench",)),
+    (
+        flags.DEFINE_float,
+        "peak_tflops",
+        None,
+        "peak TFLOP/s per device for MFU (default: known devices)",
+        ("bench",),
+    ),
+    (flags.DEFINE_bool, "unpacked", False, "also time the same examples unpacked (one per row)", ("bench",)),
+)
+CONFIG_HELP = (
+    ("--config=FILE[:VARIANT]", "experiment config file, e.g. configs/shapes.py:tiny"),
+    ("--config.KEY=VALUE", "override one value of the config, e.g. --config.train.steps=100"),
+)
+METAVARS = {
+    flags.DEFINE_string: "STR",
+    flags.DEFINE_multi_string: "STR",
+    flags.DEFINE_integer: "INT",
+    flags.DEFINE_float: "FLOAT",
+}
 
 
 def make_flags(argv):
@@ -30,44 +252,45 @@ def make_flags(argv):
 
   config_flags defines the `--config.a.b` override flags from the argv it is given."""
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "experiment config file (configs/<name>.py[:variant])",
-                                   flag_values=fv, sys_argv=list(argv))
-  flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, samples", flag_values=fv)
-  flags.DEFINE_multi_string("prompt", [], "caption(s) to sample; repeat for several", flag_values=fv)
-  flags.DEFINE_string("image", None, "sample: image-to-video, every prompt's video opens on this picture "
-                      "(.png / .jpg, resized to --height x --width)", flag_values=fv)
-  flags.DEFINE_integer("num_frames", None, "frames to sample (1 + 4k); default from the config", flag_values=fv)
-  flags.DEFINE_integer("height", None, "pixel height; default from the config", flag_values=fv)
-  flags.DEFINE_integer("width", None, "pixel width; default from the config", flag_values=fv)
-  flags.DEFINE_integer("steps", None, "sampler steps; default from the config", flag_values=fv)
-  flags.DEFINE_float("guidance", None, "classifier-free guidance scale; default from the config", flag_values=fv)
-  flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
-  flags.DEFINE_string("output", None, "output .mp4 / .gif / .png (png for 1 frame); aot: a .json report",
-                      flag_values=fv)
-  flags.DEFINE_bool("vae_only", False, "train: stop after the VAE stage (e.g. before cache-latents)",
-                    flag_values=fv)
-  flags.DEFINE_bool("distributed", False, "join a multi-host job (auto-detected on Cloud TPU, GKE, SLURM)",
-                    flag_values=fv)
-  flags.DEFINE_string("coordinator", None, "multi-host: coordinator host:port (implies --distributed)",
-                      flag_values=fv)
-  flags.DEFINE_integer("num_processes", None, "multi-host: number of processes (with --coordinator)",
-                       flag_values=fv)
-  flags.DEFINE_integer("process_id", None, "multi-host: this process's index (with --coordinator)",
-                       flag_values=fv)
-  flags.DEFINE_string("topology", None, "aot: TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8", flag_values=fv)
-  flags.DEFINE_string("input", None, "prepare: folder of videos with .txt captions, a .csv / .jsonl of "
-                      "path, caption, or shapes:N (N synthetic moving-shapes videos); cache-latents: "
-                      "a prepare output", flag_values=fv)
-  flags.DEFINE_float("fps", 8.0, "prepare: frame rate clips are resampled to", flag_values=fv)
-  flags.DEFINE_integer("clip_frames", 17, "prepare: frames per clip (1 + 4k)", flag_values=fv)
-  flags.DEFINE_integer("clip_stride", 17, "prepare: frames between clip starts", flag_values=fv)
-  flags.DEFINE_integer("bench_steps", 10, "bench: timed steps after warm-up", flag_values=fv)
-  flags.DEFINE_float("peak_tflops", None, "bench: peak TFLOP/s per device for MFU (default: known devices)",
-                     flag_values=fv)
-  flags.DEFINE_bool("unpacked", False, "bench: also time the same examples unpacked (one per row)",
-                    flag_values=fv)
-  flags.DEFINE_integer("num_slices", 1, "aot: slices of a multislice job (DCN)", flag_values=fv)
+  config_flags.DEFINE_config_file("config", None, CONFIG_HELP[0][1], flag_values=fv, sys_argv=list(argv))
+  for define, name, default, help_text, _ in FLAGS:
+    define(name, default, help_text, flag_values=fv)
   return fv
+
+
+def usage(command=None):
+  """`sora-jax --help` (command None): the commands; `sora-jax COMMAND --help`: its flags."""
+  if command is None:
+    width = max(map(len, COMMANDS))
+    return "\n".join(
+        [
+            "usage: sora-jax COMMAND [--flag=value ...]",
+            "",
+            "commands:",
+            *(f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()),
+            "",
+            "`sora-jax COMMAND --help` lists the flags of a command.",
+        ]
+    )
+  rows = list(CONFIG_HELP) if command in CONFIGURED else []
+  for define, name, default, help_text, commands in FLAGS:
+    if command in commands:
+      shown = f"--{name}={METAVARS[define]}" if define in METAVARS else f"--[no]{name}"
+      if default not in (None, []):
+        help_text += f" (default: {str(default).lower() if isinstance(default, bool) else default})"
+      rows.append((shown, help_text))
+  width = max(len(shown) for shown, _ in rows)
+  args, about = COMMANDS[command]
+  return "\n".join(
+      [
+          f"usage: sora-jax {command} {args}",
+          "",
+          about,
+          "",
+          "flags:",
+          *(f"  {shown:<{width}}  {help_text}" for shown, help_text in rows),
+      ]
+  )
 
 
 class UsageError(ValueError):
@@ -81,51 +304,203 @@ def _require(args, name):
   return value
 
 
+def _check_sampler_flags(args):
+  """Sampler settings given on the command line, checked before the run is loaded."""
+  if args.steps is not None and args.steps < 1:
+    raise UsageError(f"--steps={args.steps}: the sampler needs at least 1 step")
+  if args.guidance is not None and args.guidance < 0:
+    raise UsageError(
+        f"--guidance={args.guidance}: the guidance scale is >= 0 " "(1: no classifier-free guidance)"
+    )
+
+
+def _check_output(output, num_frames=None):
+  from sora_jax.data.video_io import check_output
+
+  try:
+    check_output(output, num_frames)
+  except ValueError as e:
+    raise UsageError(f"--output={e}") from None
+
+
 def _sample_args(args, config):
   s = config.sample
   pick = lambda flag, default: default if getattr(args, flag) is None else getattr(args, flag)
-  return dict(num_frames=pick("num_frames", s.num_frames), height=pick("height", s.height),
-              width=pick("width", s.width), steps=pick("steps", s.steps), guidance=pick("guidance", s.guidance))
+  return dict(
+      num_frames=pick("num_frames", s.num_frames),
+      height=pick("height", s.height),
+      width=pick("width", s.width),
+      steps=pick("steps", s.steps),
+      guidance=pick("guidance", s.guidance),
+  )
 
 
 def cmd_train(args):
   from sora_jax import pipeline
+
   config, workdir = _require(args, "config"), _require(args, "workdir")
   summary = pipeline.train_and_evaluate(config, workdir, vae_only=args.vae_only)
   print(json.dumps(summary, indent=1))
 
 
-def cmd_sample(args):
+# The sample modes, at most one per call: (flag, what the flag's value says it is on).
+SAMPLE_MODES = (
+    ("image", lambda a: a.image),
+    ("extend", lambda a: a.extend),
+    ("connect", lambda a: a.connect),
+    ("loop", lambda a: a.loop),
+    ("edit", lambda a: a.edit),
+    ("long_frames", lambda a: a.long_frames),
+)
+
+
+def _sample_mode(args, positional):
+  """The one mode of a sample call (None: text-to-video) and its input videos; conflicts and
+  flags that belong to another mode are one-line errors."""
+  chosen = [name for name, on in SAMPLE_MODES if on(args) is not None and on(args) is not False]
+  if len(chosen) > 1:
+    raise UsageError(f"--{chosen[0]} and --{chosen[1]} are different modes: give one per call")
+  mode = chosen[0] if chosen else None
+  videos = list(args.video) + list(positional)
+  if positional and mode != "connect":
+    raise UsageError(f"unexpected argument {positional[0]!r} (videos after the command go with --connect)")
+  wanted = {"extend": 1, "connect": 2}.get(mode, 0)
+  if len(videos) != wanted:
+    raise UsageError(
+        f"--{mode} takes {wanted} input video(s), got {len(videos)}"
+        if wanted
+        else "--video needs --extend or --connect"
+    )
+  for flag, modes_of_flag, default in (
+      ("image_at", ("image",), "first"),
+      ("strength", ("edit",), None),
+      ("overlap", ("extend", "connect", "loop", "long_frames"), None),
+  ):
+    if getattr(args, flag) != default and mode not in modes_of_flag:
+      raise UsageError(f"--{flag} goes with --{' / --'.join(modes_of_flag)}")
+  return mode, videos
+
+
+def _frame_index(text):
+  """--image_at: first, last or a frame index (negative counts from the end)."""
+  named = {"first": 0, "last": -1}
+  if text in named:
+    return named[text]
+  try:
+    return int(text)
+  except ValueError:
+    raise UsageError(f"--image_at={text!r}: give first, last or a frame index") from None
+
+
+def _sample_plans(args, mode, videos, size):
+  """One plan per prompt for the single-pass modes; their inputs are read (and checked) now,
+  before any sampling, keeping only the frames a condition needs."""
+  from sora_jax import modes
+  from sora_jax.data.video_io import VideoChunks, read_image, read_video
+  from sora_jax.generate import Request
+
+  frame_size = (size["height"], size["width"])
+  prompts = args.prompt
+  if mode == "image":
+    image = read_image(args.image, frame_size)
+    return [modes.image_plan(p, image, at=_frame_index(args.image_at), **size) for p in prompts]
+  if mode == "extend":
+    overlap = 2 if args.overlap is None else args.overlap
+    forward = args.extend == "forward"
+    shared = modes.head_frames(overlap) if forward else 4 * overlap
+    (path,) = videos
+    video = read_video(path, size=frame_size, **({"last": shared} if forward else {"max_frames": shared}))
+    return [
+        modes.extend_plan(
+            p, video, direction=args.extend, overlap=overlap, **size, whole=VideoChunks(path, frame_size)
+        )
+        for p in prompts
+    ]
+  if mode == "connect":
+    overlap = 1 if args.overlap is None else args.overlap
+    a = read_video(videos[0], last=modes.head_frames(overlap), size=frame_size)
+    b = read_video(videos[1], max_frames=4 * overlap, size=frame_size)
+    return [
+        modes.connect_plan(
+            p,
+            a,
+            b,
+            overlap=overlap,
+            **size,
+            whole_a=VideoChunks(videos[0], frame_size),
+            whole_b=VideoChunks(videos[1], frame_size),
+        )
+        for p in prompts
+    ]
+  if mode == "edit":
+    video = read_video(args.edit, max_frames=size["num_frames"], size=frame_size)
+    strength = 0.6 if args.strength is None else args.strength
+    return [modes.edit_plan(p, video, strength=strength, **size) for p in prompts]
+  return [modes.Plan(Request(p, **size)) for p in prompts]
+
+
+def cmd_sample(args, positional=()):
+  import numpy as np
+  from sora_jax import modes
   from sora_jax.data.video_io import write_video
   from sora_jax.generate import Pipeline
+
   workdir, output = _require(args, "workdir"), _require(args, "output")
   if not args.prompt:
     raise UsageError("--prompt is required (repeat it for several prompts)")
+  _check_sampler_flags(args)
+  mode, videos = _sample_mode(args, positional)
+  if mode == "extend" and args.extend not in modes.EXTEND_DIRECTIONS:
+    raise UsageError(f"--extend={args.extend!r}; choose from {modes.EXTEND_DIRECTIONS}")
+  _check_output(output)
   pipe = Pipeline.load(workdir)
   sample_args = _sample_args(args, pipe.config)
-  first_frames = None
-  if args.image:
-    from sora_jax.data.video_io import read_image
-    first_frames = [read_image(args.image, (sample_args["height"], sample_args["width"]))] * len(args.prompt)
-  videos = pipe.generate(args.prompt, seed=args.seed, first_frames=first_frames, **sample_args)
+  run = {k: sample_args.pop(k) for k in ("steps", "guidance")} | {"seed": args.seed}
+  frames = args.long_frames or sample_args["num_frames"]
+  _check_output(output, 2 if mode in ("extend", "connect", "loop") else frames)  # those are always videos
   stem, ext = os.path.splitext(output)
-  paths = [output] if len(videos) == 1 else [f"{stem}_{i}{ext}" for i in range(len(videos))]
-  for path, video in zip(paths, videos):
-    write_video(path, video, fps=pipe.config.sample.fps)
+  paths = [output] if len(args.prompt) == 1 else [f"{stem}_{i}{ext}" for i in range(len(args.prompt))]
+  fps = pipe.config.sample.fps
+  if mode == "long_frames":
+    overlap = 2 if args.overlap is None else args.overlap
+    chunks = modes.long_videos(
+        pipe, args.prompt, total_frames=args.long_frames, overlap=overlap, **sample_args, **run
+    )
+    if len(paths) == 1:  # written as the chunks come: memory flat in the length
+      write_video(output, (c[0] for c in chunks), fps=fps)
+      print(output)
+      return
+    outputs = [np.concatenate(v) for v in zip(*chunks)]
+  elif mode == "loop":
+    outputs = modes.loop(
+        pipe, args.prompt, overlap=1 if args.overlap is None else args.overlap, **sample_args, **run
+    )
+  else:
+    plans = _sample_plans(args, mode, videos, sample_args)
+    windows = pipe.sample([p.request for p in plans], **run)
+    outputs = [p.chunks(w) for p, w in zip(plans, windows)]
+  for path, video in zip(paths, outputs):
+    write_video(path, video, fps=fps)
     print(path)
 
 
 def cmd_eval(args):
   from sora_jax import pipeline
   from sora_jax.generate import Pipeline
+
   workdir = _require(args, "workdir")
+  _check_sampler_flags(args)
   pipe = Pipeline.load(workdir)
-  print(json.dumps(pipeline.evaluate(pipe, workdir, seed=args.seed, **_sample_args(args, pipe.config)), indent=1))
+  summary = pipeline.evaluate(
+      pipe, workdir, seed=args.seed, modes=args.modes, **_sample_args(args, pipe.config)
+  )
+  print(json.dumps(summary, indent=1))
 
 
 def cmd_aot(args):
   from sora_jax import aot
   from sora_jax.files import write_json
+
   config, topology = _require(args, "config"), _require(args, "topology")
   report = aot.compile_report(config, topology, args.num_slices)
   if args.output:
@@ -135,30 +510,54 @@ def cmd_aot(args):
 
 def cmd_prepare(args):
   from sora_jax.data.prepare import prepare
+
   source, output = _require(args, "input"), _require(args, "output")
   report = prepare(source, output, fps=args.fps, clip_frames=args.clip_frames, clip_stride=args.clip_stride)
-  print(f"{report['clips']} clips from {report['videos_used']} of {report['videos']} videos into {output}; "
-        f"{report['skipped_count']} skipped {report['skipped_reasons']} (listed in {output}/report.json)")
+  print(
+      f"{report['clips']} clips from {report['videos_used']} of {report['videos']} videos into {output}; "
+      f"{report['skipped_count']} skipped {report['skipped_reasons']} (listed in {output}/report.json)"
+  )
 
 
 def cmd_cache_latents(args):
   from sora_jax.data.latent_cache import cache_latents
   from sora_jax.data.prepare import clip_source
   from sora_jax.generate import Pipeline
+
   workdir, source, output = _require(args, "workdir"), _require(args, "input"), _require(args, "output")
   pipe = Pipeline.load(workdir, dit=False)
   c = pipe.config
-  count = cache_latents(pipe.vae, pipe.vae_params, clip_source(source), output,
-                        budget=c.train.row_length, patch=tuple(c.model.patch))
-  print(f"{count} clips encoded with the VAE of {workdir} into {output}; "
-        f"train on them with --config.data.latents={output}")
+  count = cache_latents(
+      pipe.vae,
+      pipe.vae_params,
+      clip_source(source),
+      output,
+      budget=c.train.row_length,
+      patch=tuple(c.model.patch),
+  )
+  print(
+      f"{count} clips encoded with the VAE of {workdir} into {output}; "
+      f"train on them with --config.data.latents={output}"
+  )
 
 
 def cmd_bench(args):
   from sora_jax.bench import run_bench
+
   peak = args.peak_tflops * 1e12 if args.peak_tflops else None
-  report = run_bench(_require(args, "config"), steps=args.bench_steps, peak_flops=peak, unpacked=args.unpacked)
+  report = run_bench(
+      _require(args, "config"), steps=args.bench_steps, peak_flops=peak, unpacked=args.unpacked
+  )
   print(json.dumps(report, indent=1))
+
+
+def _command(argv):
+  """The command named in argv (before parsing: for --help), or None."""
+  return next((a for a in argv[1:] if a in COMMANDS), None)
+
+
+def _see_help(command):
+  return f"`sora-jax {command} --help` lists its flags" if command else "`sora-jax --help` lists the commands"
 
 
 def _flag_error(error, argv):
@@ -168,7 +567,17 @@ def _flag_error(error, argv):
   override = re.match(r"Unknown command line flag '(config\.[\w.]+)'", message)
   if override and not any(a.startswith("--config=") for a in argv):
     return f"--{override.group(1)} needs --config=configs/<name>.py"
+  if message.startswith("Unknown command line flag"):
+    return f"{message}; {_see_help(_command(argv))}"
   return message
+
+
+def _refuse_other_flags(args, command):
+  """A flag the command does not read is a mistake (e.g. --steps for train), not a no-op."""
+  given = ["config"] if args["config"].present and command not in CONFIGURED else []
+  given += [name for _, name, _, _, commands in FLAGS if args[name].present and command not in commands]
+  if given:
+    raise UsageError(f"--{given[0]} is not a flag of `sora-jax {command}`; {_see_help(command)}")
 
 
 def _load_config(args):
@@ -194,21 +603,46 @@ def main(argv):
     key = str(e).strip("\"'")
     given = [a for a in argv if a.startswith("--config.") and key in a.split("=", 1)[0].split(".")[1:]]
     raise UsageError(f"{given[0] if given else key}: {key!r} is not a key of the config") from None
-  if len(rest) != 2 or rest[1] not in COMMANDS:
-    raise UsageError(f"give one command from {COMMANDS}, e.g. `sora-jax train --config=configs/shapes.py --workdir=runs/shapes`")
+  if len(rest) < 2 or rest[1] not in COMMANDS or (len(rest) > 2 and rest[1] != "sample"):
+    raise UsageError(
+        f"give one command of {', '.join(COMMANDS)}, e.g. `sora-jax train "
+        f"--config=configs/shapes.py --workdir=runs/shapes`; {_see_help(None)}"
+    )
+  _refuse_other_flags(args, rest[1])
   if args.distributed or args.coordinator:
     from sora_jax.parallel.distributed import initialize
+
     initialize(args.coordinator, args.num_processes, args.process_id)
   if args["config"].present:
     from sora_jax.config import validate
+
     validate(_load_config(args))
-  {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "aot": cmd_aot,
-   "bench": cmd_bench, "prepare": cmd_prepare, "cache-latents": cmd_cache_latents}[rest[1]](args)
+  if rest[1] == "sample":
+    return cmd_sample(args, rest[2:])
+  {
+      "train": cmd_train,
+      "eval": cmd_eval,
+      "aot": cmd_aot,
+      "bench": cmd_bench,
+      "prepare": cmd_prepare,
+      "cache-latents": cmd_cache_latents,
+  }[rest[1]](args)
 
 
 def run(argv=None):
+  argv = sys.argv if argv is None else argv
+  if "--help" in argv[1:] or "-h" in argv[1:]:
+    print(usage(_command(argv)))
+    return
+  platforms.skip_absent_tpu()
+  # Imported only now: these modules import jax, which reads JAX_PLATFORMS on import.
+  from sora_jax.config import ConfigError
+  from sora_jax.data.video_io import VideoReadError
+  from sora_jax.generate import CheckpointMissing
+  from sora_jax.train.loop import Preempted, TrainingDiverged
+
   try:
-    main(sys.argv if argv is None else argv)
+    main(argv)
   except Preempted as e:
     print(f"sora-jax: {e}", file=sys.stderr)
     sys.exit(143)  # 128 + SIGTERM: schedulers restart the job, which resumes

@@ -38,7 +38,10 @@ def default_config():
   c.data.num_examples = 3000          # videos generated, encoded once and cached as latents
   c.data.textured_fraction = 0.5         # share of textured (vs plain) backgrounds
   c.data.caption_dropout = 0.1        # null caption rate, for classifier-free guidance
-  c.data.first_frame_cond = 0.0       # share of videos trained image-to-video (frame 0 given clean)
+  # Mask strategies: share of videos trained with each kind of given frames (data/conditions.py);
+  # the rest (at least as large as any one of them, as a rule) is text-to-video.
+  from sora_jax.data.conditions import MASK_STRATEGIES  # here: data.conditions imports this module
+  c.data.cond = ml_collections.ConfigDict({name: 0.0 for name in MASK_STRATEGIES})
   c.data.opening_frame_motion = 0.0   # shapes: share of 1-frame examples captioned with their track's motion
 
   c.vae = ml_collections.ConfigDict()
@@ -122,6 +125,7 @@ def default_config():
   c.sample.fps = 8
   c.sample.chunk_latents = 2
   c.sample.first_frame = "joint"           # joint (one pass) | image | video: where frame 0 comes from
+  c.sample.eval_modes = "all"              # prompting modes the evaluation scores besides text-to-video
   return c
 
 
@@ -147,9 +151,11 @@ def validate(c):
   check_video_size(c.sample.num_frames, c.sample.height, c.sample.width, patch, what="sample")
   check_video_size(c.vae_train.clip_frames, c.vae_train.clip_size, c.vae_train.clip_size, (1, 1, 1),
                    what="vae_train clip")
-  for key in ("caption_dropout", "first_frame_cond", "opening_frame_motion", "textured_fraction"):
+  for key in ("caption_dropout", "opening_frame_motion", "textured_fraction"):
     if not 0.0 <= c.data[key] <= 1.0:
       raise ConfigError(f"data.{key}={c.data[key]} is a share; it must be in [0, 1]")
+  from sora_jax.data.conditions import check_shares  # here: data.conditions imports this module
+  check_shares(c.data.cond)
   if c.model.width % c.model.num_heads:
     raise ConfigError(f"model.width={c.model.width} is not divisible by model.num_heads={c.model.num_heads}")
   if c.model.text.width % c.model.text.num_heads:
@@ -169,6 +175,8 @@ def validate(c):
   if c.sample.first_frame != "joint" and patch[0] != 1:
     raise ConfigError(f"sample.first_frame={c.sample.first_frame!r} needs model.patch[0] == 1 (got {patch[0]}): "
                       "frame 0 must be its own tokens")
+  from sora_jax.mode_evaluation import parse_modes  # here: it imports this module
+  parse_modes(c.sample.eval_modes)
   if c.model.remat not in REMAT_POLICIES:
     raise ConfigError(f"model.remat={c.model.remat!r}; choose from {tuple(REMAT_POLICIES)}")
   if c.model.dtype not in ("float32", "bfloat16"):

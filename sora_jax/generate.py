@@ -5,6 +5,7 @@ unpatchify -> VAE decode in temporal chunks -> uint8 videos. Each prompt's noise
 fold_in(seed, prompt index), and the DiT output does not depend on what shares the row, so a
 prompt's video is the same whichever prompts it is sampled with.
 """
+
 import dataclasses
 import json
 import os
@@ -16,11 +17,13 @@ import numpy as np
 
 from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL, ConfigError, check_video_size, default_config
 from sora_jax.data.latents import destandardise, encode_videos, read_stats, standardise
-from sora_jax.data.packing import first_fit, pack, unpack
+from sora_jax.data.conditions import Condition, apply_conditions, encode_given
+from sora_jax.data.packing import first_fit, pack, pack_values, unpack
 from sora_jax.data.transforms import to_uint8
 from sora_jax.diffusion import make_objective, resolution_shift
 from sora_jax.diffusion.sampling import guided, sample
-from sora_jax.models.build import build_dit, build_vae, caption_ids
+from sora_jax import memory
+from sora_jax.models.build import build_dit, build_vae, caption_ids, patch_dim
 from sora_jax.models.patch import grid_positions, patch_grid, patchify, unpatchify
 from sora_jax.models.vae import decode_chunked
 from sora_jax.train.checkpoint import Checkpointer
@@ -41,6 +44,43 @@ def _with_defaults(saved, defaults):
 
 class CheckpointMissing(ValueError):
   pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Given:
+  """Pixels given to a request: uint8 frames [F, H, W, 3] at output frame `at` (< 0: from the
+  end), held clean (strength 1) or only guiding the first `strength` of the sampling."""
+
+  frames: np.ndarray
+  at: int = 0
+  strength: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """One video to sample: a caption, its size, what is given, and its own noise seed (an int or
+  a tuple of ints; None: the call's seed folded with the request's index)."""
+
+  prompt: str
+  num_frames: int
+  height: int
+  width: int
+  given: tuple = ()
+  edit: np.ndarray = None  # SDEdit: uint8 [num_frames, H, W, 3], noised to t = strength
+  strength: float = 1.0
+  seed: object = None
+
+
+def _noise_key(seed, index, own_seed):
+  """(key, index) whose fold_in draws a request's noise: the call's seed and the request's index,
+  or the request's own seed (an int, or a tuple of ints folded in turn, e.g. (seed, chunk))."""
+  if own_seed is None:
+    return jax.random.key(seed), index
+  first, *rest = (own_seed,) if isinstance(own_seed, int) else tuple(own_seed)
+  key = jax.random.key(first)
+  for part in rest:
+    key = jax.random.fold_in(key, part)
+  return key, 0
 
 
 @dataclasses.dataclass
@@ -68,86 +108,220 @@ class Pipeline:
       saved = ckpt.restore_saved()
       ckpt.close()
       if saved is None:
-        raise CheckpointMissing(f"{workdir}: no {name} checkpoint; run `sora-jax train --workdir={workdir}` first")
+        raise CheckpointMissing(
+            f"{workdir}: no {name} checkpoint; run `sora-jax train --workdir={workdir}` first"
+        )
       states[name] = saved["ema_params"]
     if not dit:
       return cls(config, build_vae(config.vae), states["vae"], None, None, None)
-    return cls(config, build_vae(config.vae), states["vae"], build_dit(config), states["dit"],
-               read_stats(os.path.join(workdir, LATENT_STATS_FILE)))
+    return cls(
+        config,
+        build_vae(config.vae),
+        states["vae"],
+        build_dit(config),
+        states["dit"],
+        read_stats(os.path.join(workdir, LATENT_STATS_FILE)),
+    )
 
   def generate(self, prompts, *, num_frames, height, width, steps, guidance, seed, first_frames=None):
-    """list[str] -> list of uint8 [num_frames, height, width, 3].
+    """list[str] -> list of uint8 [num_frames, height, width, 3] (text-to-video).
 
     first_frames: optional uint8 [height, width, 3] images, one per prompt: image-to-video, the
     video opens on the given frame instead of a sampled one.
     """
-    c = self.config
-    check_video_size(num_frames, height, width, tuple(c.model.patch), what="requested size")
-    if not prompts or any(not p.strip() for p in prompts):
-      raise ConfigError("prompt is empty: give a caption such as --prompt='a red circle moves to the right'")
-    latent_shape = (1 + (num_frames - 1) // VAE_TEMPORAL, height // VAE_SPATIAL, width // VAE_SPATIAL,
-                    c.vae.latent_channels)
-    key = jax.random.key(seed)
-    ids = caption_ids(c, prompts)
-    first = None
-    if first_frames is not None:
-      first = self._encode_first_frames(first_frames, len(prompts), (height, width))
-    elif c.sample.first_frame != "joint" and latent_shape[0] > 1:
-      # Two stages: frame 0 first, then image-to-video from it, its latent held clean as in i2v
-      # training. "image": a text-to-image sample (Emu Video; an image is a 1-frame video).
-      # "video": frame 0 of a one-pass sample, whose shape sits where its whole track fits.
-      first_shape = (1,) + latent_shape[1:] if c.sample.first_frame == "image" else latent_shape
-      first = [z[:1] for z in self._sample_latents(ids, first_shape, steps, guidance, jax.random.fold_in(key, 2**31 - 1))]
-    return [self.decode(z) for z in self._sample_latents(ids, latent_shape, steps, guidance, key, first)]
+    if first_frames is not None and len(first_frames) != len(prompts):
+      raise ConfigError(f"{len(first_frames)} first frames for {len(prompts)} prompts: give one per prompt")
+    requests = [
+        Request(
+            p,
+            num_frames,
+            height,
+            width,
+            given=() if first_frames is None else (Given(np.asarray(first_frames[i])[None], 0),),
+        )
+        for i, p in enumerate(prompts)
+    ]
+    return self.sample(requests, steps=steps, guidance=guidance, seed=seed)
 
-  def _encode_first_frames(self, images, count, size):
-    """uint8 images [H, W, 3] -> standardised 1-frame latents (the causal VAE encodes frame 0 alone)."""
-    if len(images) != count:
-      raise ConfigError(f"{len(images)} first frames for {count} prompts: give one per prompt")
-    for image in images:
-      if np.shape(image) != (*size, 3):
-        raise ConfigError(f"first frame is {np.shape(image)}; image-to-video at this size needs {(*size, 3)}")
-    latents = encode_videos(self.vae, self.vae_params, [np.asarray(image, np.uint8)[None] for image in images])
-    return [standardise(mean, self.latent_stats) for mean, _ in latents]
+  def sample(self, requests, *, steps, guidance, seed):
+    """list[Request] -> list of uint8 videos [num_frames, H, W, 3], one per request.
+
+    Requests of any size and mode share packed rows; each one's noise comes from its own seed,
+    or else from fold_in(seed, its index), so its video does not depend on the others. Every
+    input is checked and encoded before any sampling.
+    """
+    c = self.config
+    if steps < 1:
+      raise ConfigError(f"steps={steps}: the sampler needs at least 1 step")
+    if not requests:
+      raise ConfigError("nothing to sample: give at least one prompt")
+    shapes = [self._latent_shape(r) for r in requests]
+    self._check_memory(shapes, guidance)
+    conditions, keys = [], []
+    for i, r in enumerate(requests):
+      conditions.append(self._conditions(r, shapes[i]))
+      keys.append(_noise_key(seed, i, r.seed))
+    ids = caption_ids(c, [r.prompt for r in requests])
+    # Two stages (sample.first_frame): frame 0 first, then the video with it held clean, as in
+    # image-to-video training. "image": a text-to-image sample (Emu Video); "video": frame 0 of
+    # a one-pass sample (with the request's other conditions), whose shape sits where its whole
+    # track fits. Requests that give frame 0, or edit a video, have theirs already.
+    staged = [
+        i
+        for i, r in enumerate(requests)
+        if c.sample.first_frame != "joint"
+        and shapes[i][0] > 1
+        and r.edit is None
+        and not any(cond.strength == 1.0 and cond.span(shapes[i][0])[0] == 0 for cond in conditions[i])
+    ]
+    if staged:
+      first_keys = [(jax.random.fold_in(keys[i][0], 2**31 - 1), keys[i][1]) for i in staged]
+      if c.sample.first_frame == "image":
+        first = self._sample_latents(
+            ids[staged],
+            [(1,) + shapes[i][1:] for i in staged],
+            [[] for _ in staged],
+            first_keys,
+            steps,
+            guidance,
+        )
+      else:
+        first = self._sample_latents(
+            ids[staged],
+            [shapes[i] for i in staged],
+            [conditions[i] for i in staged],
+            first_keys,
+            steps,
+            guidance,
+        )
+      for i, z in zip(staged, first):
+        conditions[i] = conditions[i] + [Condition(z[:1], 0)]
+    latents = self._sample_latents(ids, shapes, conditions, keys, steps, guidance)
+    return [self.decode(z) for z in latents]
+
+  def _latent_shape(self, r):
+    c = self.config
+    check_video_size(r.num_frames, r.height, r.width, tuple(c.model.patch), what="requested size")
+    if not r.prompt.strip():
+      raise ConfigError("prompt is empty: give a caption such as --prompt='a red circle moves to the right'")
+    return (
+        1 + (r.num_frames - 1) // VAE_TEMPORAL,
+        r.height // VAE_SPATIAL,
+        r.width // VAE_SPATIAL,
+        c.vae.latent_channels,
+    )
+
+  def _conditions(self, r, latent_shape):
+    """A request's given pixels -> Conditions in latent space (SDEdit: its whole source, guided
+    down to t = strength)."""
+    size = (r.height, r.width, 3)
+    for given in r.given:
+      if np.shape(given.frames)[1:] != size:
+        raise ConfigError(f"a given frame is {np.shape(given.frames)[1:]}; this request needs {size}")
+    conditions = [encode_given(self.encode, g.frames, g.at, r.num_frames, g.strength) for g in r.given]
+    if r.edit is not None:
+      if np.shape(r.edit) != (r.num_frames,) + size:
+        raise ConfigError(
+            f"the video to edit is {np.shape(r.edit)}; this request needs {(r.num_frames,) + size}"
+        )
+      if not 0.0 < r.strength <= 1.0:
+        raise ConfigError(f"strength={r.strength}: SDEdit's strength must be in (0, 1]")
+      if r.strength < 1.0:  # at 1 the source is noised away: a fresh sample
+        conditions.append(Condition(self.encode(r.edit), 0, 1.0 - r.strength))
+    for cond in conditions:
+      cond.span(latent_shape[0])
+    return conditions
+
+  def encode(self, video):
+    """uint8 video [1 + 4k, H, W, 3] -> standardised latent means [1 + k, h, w, C]."""
+    ((mean, _),) = encode_videos(self.vae, self.vae_params, [np.asarray(video, np.uint8)], batch_size=1)
+    return standardise(mean, self.latent_stats)
 
   def decode(self, latent):
     """Standardised latent [T, H, W, C] -> uint8 video, decoded in temporal chunks."""
     z = destandardise(latent, self.latent_stats)
-    video = decode_chunked(self.vae, self.vae_params, jnp.asarray(z[None]),
-                           chunk_latents=self.config.sample.chunk_latents)
+    video = decode_chunked(
+        self.vae, self.vae_params, jnp.asarray(z[None]), chunk_latents=self.config.sample.chunk_latents
+    )
     return to_uint8(np.asarray(video[0]))
 
-  def _sample_latents(self, ids, latent_shape, steps, guidance, key, first=None):
-    """Standardised latents [T, H, W, C], one per caption; `first` (latents) fixes frame 0."""
+  def _sample_latents(self, ids, shapes, conditions, keys, steps, guidance):
+    """Standardised latents [T, H, W, C], one per (caption ids, latent shape, conditions, key)."""
     c = self.config
     patch = tuple(c.model.patch)
-    grid = patch_grid(latent_shape[:3], patch)
-    examples = []
-    for i in range(len(ids)):
-      z = np.array(jax.random.normal(jax.random.fold_in(key, i), latent_shape))
-      example = {"tokens": None, "positions": grid_positions(grid), "grid": np.array(grid, np.int32),
-                 "text_ids": ids[i]}
-      if first is not None:
-        z[0] = first[i][0]
-        example["cond_mask"] = example["positions"][:, 0] == 0
-      example["tokens"] = patchify(z, patch)
-      examples.append(example)
+    examples, noise, release, start = [], [], [], []
+    for text_ids, shape, conds, (key, index) in zip(ids, shapes, conditions, keys):
+      grid = patch_grid(shape[:3], patch)
+      positions = grid_positions(grid)
+      z, cond_mask, token_release = apply_conditions(np.zeros(shape, np.float32), conds, positions, patch[0])
+      examples.append(
+          {
+              "tokens": patchify(z, patch),
+              "positions": positions,
+              "grid": np.array(grid, np.int32),
+              "text_ids": text_ids,
+              "cond_mask": cond_mask,
+          }
+      )
+      noise.append(patchify(np.asarray(jax.random.normal(jax.random.fold_in(key, index), shape)), patch))
+      release.append(token_release)
+      # SDEdit guides every generated token down to t = strength: its schedule starts there.
+      start.append(float(token_release[~cond_mask].max(initial=1.0 if cond_mask.all() else 0.0)))
     batch, places = self._pack(examples)
+    rows, length = batch["segment_ids"].shape
+    batch["noise"] = pack_values(noise, places, batch["tokens"].shape, 0.0)
+    batch["release"] = pack_values(release, places, (rows, length), 1.0)
+    batch["start"] = pack_values(np.float32(start), places, batch["grid"].shape[:2], 1.0, per_token=False)
     tokens = self._sample(batch, steps, float(guidance))
-    return [unpatchify(t, grid, patch, c.vae.latent_channels) for t in unpack(np.asarray(tokens), examples, places)]
+    return [
+        unpatchify(t, e["grid"], patch, c.vae.latent_channels)
+        for t, e in zip(unpack(np.asarray(tokens), examples, places), examples)
+    ]
 
   def _pack(self, examples):
-    """Rows of the training length (longer if one example needs it); as many rows as needed."""
+    rows, row_length, places = self._layout([len(e["tokens"]) for e in examples])
+    return (
+        pack(examples, places, rows=rows, row_length=row_length, max_per_row=self.config.train.max_per_row),
+        places,
+    )
+
+  def _layout(self, lengths):
+    """(rows, row_length, placements): rows of the training length (longer if one example needs
+    it), as many as needed."""
     t = self.config.train
-    n = len(examples[0]["tokens"])
-    row_length = max(t.row_length, -(-n // 128) * 128)
+    row_length = max(t.row_length, -(-max(lengths) // 128) * 128)
     rows = 1
     while True:
-      places = first_fit([len(e["tokens"]) for e in examples], rows=rows, row_length=row_length,
-                         max_per_row=t.max_per_row)
+      places = first_fit(lengths, rows=rows, row_length=row_length, max_per_row=t.max_per_row)
       if all(p is not None for p in places):
-        return pack(examples, places, rows=rows, row_length=row_length, max_per_row=t.max_per_row), places
+        return rows, row_length, places
       rows += 1
+
+  def _check_memory(self, shapes, guidance):
+    """One line with the estimated memory, before any work, for a call that cannot fit."""
+    c = self.config
+    patch = tuple(c.model.patch)
+    rows, row_length, _ = self._layout([int(np.prod(patch_grid(s[:3], patch))) for s in shapes])
+    largest = max(shapes, key=lambda s: int(np.prod(s)))
+    estimate = memory.sampling_bytes(
+        rows=rows,
+        row_length=row_length,
+        width=c.model.width,
+        num_heads=c.model.num_heads,
+        mlp_ratio=c.model.mlp_ratio,
+        patch_dim=patch_dim(c),
+        caption_tokens=c.train.max_per_row * c.model.text.max_len,
+        guidance=guidance != 1.0,
+        videos=len(shapes),
+        latent_shape=largest,
+        vae_base_channels=c.vae.base_channels,
+        vae_channel_mult=tuple(c.vae.channel_mult),
+        chunk_latents=c.sample.chunk_latents,
+    )
+    t, h, w, _ = largest
+    memory.check_fits(
+        estimate, f"sampling {1 + VAE_TEMPORAL * (t - 1)} frame(s) of {h * VAE_SPATIAL}x{w * VAE_SPATIAL}"
+    )
 
   def _sample(self, batch, steps, guidance):
     b = {k: jnp.asarray(v) for k, v in batch.items()}
@@ -167,9 +341,19 @@ class Pipeline:
         apply = lambda *a: self.dit.apply({"params": params}, *a)
         denoise = guided(apply, guidance, b["segment_ids"], b["positions"], b["cond_mask"])
         shift = resolution_shift(jnp.prod(b["grid"], -1), c.diffusion.shift_base_tokens)
-        times = objective.sampling_times(steps, shift)
-        return sample(objective, denoise, b["tokens"], times, b["segment_ids"],
-                      b["cond_mask"], b["tokens"], b["text_ids"], null_ids)
+        times = objective.sampling_times(steps, shift, b["start"])
+        return sample(
+            objective,
+            denoise,
+            b["noise"],
+            times,
+            b["segment_ids"],
+            b["cond_mask"],
+            b["tokens"],
+            b["release"],
+            b["text_ids"],
+            null_ids,
+        )
 
       self._samplers[key] = jax.jit(run)
     return self._samplers[key]

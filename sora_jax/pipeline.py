@@ -10,6 +10,7 @@ from sora_jax.evaluation.shapes import analyse_video, eval_prompts, opening_fram
 from sora_jax.files import write_json
 from sora_jax.data.latents import write_stats
 from sora_jax.generate import CONFIG_FILE, LATENT_STATS_FILE, Pipeline
+from sora_jax.mode_evaluation import evaluate_modes, parse_modes
 from sora_jax.models.build import build_dit
 from sora_jax.parallel.mesh import check_divisibility, make_mesh
 from sora_jax.train.dit_stage import train_dit
@@ -58,8 +59,9 @@ def progress_sampler(config, workdir, vae, vae_params):
   return on_sample
 
 
-def evaluate(pipe, workdir, *, num_frames, height, width, steps, guidance, seed):
-  """Sample the held-out prompt set, write the videos, score colour/direction/shape.
+def evaluate(pipe, workdir, *, num_frames, height, width, steps, guidance, seed, modes=None):
+  """Sample the held-out prompt set, write the videos, score colour/direction/shape; then score
+  the prompting modes (`modes`, as `sample.eval_modes` by default) on the same prompts.
 
   The same prompts are also animated from each one's true opening frame (image-to-video alone,
   reported under "image_to_video"): that tells where the first stage puts the shape apart from
@@ -75,10 +77,16 @@ def evaluate(pipe, workdir, *, num_frames, height, width, steps, guidance, seed)
                 video, fps=pipe.config.sample.fps)
     results.append(_scored(video, p))
   summary = summarise(results)
+  report = {"summary": summary, "results": results}
   if num_frames > 1:
     i2v = pipe.generate(captions, first_frames=opening_frames(prompts), **settings)
     summary["image_to_video"] = summarise([_scored(video, p) for p, video in zip(prompts, i2v)])
-  write_json(os.path.join(workdir, "eval.json"), {"summary": summary, "results": results})
+    by_mode = evaluate_modes(pipe, prompts, parse_modes(pipe.config.sample.eval_modes if modes is None else modes),
+                             steps=steps, guidance=guidance, seed=seed)
+    for name, scored in by_mode.items():
+      summary[name] = scored["summary"]
+      report[name] = scored["results"]
+  write_json(os.path.join(workdir, "eval.json"), report)
   return summary
 
 

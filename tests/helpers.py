@@ -57,3 +57,23 @@ def fake_latent_cache(config, num_videos=12, seed=0):
     specs.append(spec)
     latents.append((rng.normal(size=shape).astype(np.float32), np.full(shape, 0.1, np.float32)))
   return {"latents": latents, "specs": specs, "stats": channel_stats(latents)}
+
+
+def tiny_pipeline():
+  """A sampling pipeline of the tiny shapes config with random weights (perturbed off the
+  adaLN-Zero init, so prompts, seeds and conditions change the output)."""
+  from configs.shapes import get_config
+  from sora_jax.generate import Pipeline
+  from sora_jax.models.build import build_dit, build_vae
+  config = get_config("tiny")
+  vae, dit = build_vae(config.vae), build_dit(config)
+  vae_params = vae.init(jax.random.key(0), np.zeros((1, 1, 16, 16, 3), np.float32))["params"]
+  rng = np.random.default_rng(0)
+  c = config.vae.latent_channels
+  ex = random_example(rng, (1, 1, 1))
+  ex["tokens"] = np.zeros((1, 4 * c), np.float32)
+  ex["text_ids"] = np.zeros(config.model.text.max_len, np.int32)
+  batch, _ = packed([ex], row_length=8, max_per_row=config.train.max_per_row)
+  dit_params = init_params(dit, batch)
+  dit_params = jax.tree.map(lambda p: p + 0.1 * rng.normal(size=p.shape).astype(np.float32), dit_params)
+  return Pipeline(config, vae, vae_params, dit, dit_params, (np.zeros(c, np.float32), np.ones(c, np.float32)))

@@ -1,10 +1,13 @@
 """Every attention implementation that runs on CPU matches the reference on packed rows."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from sora_jax.config import mesh_config
+from sora_jax.nn import attention
 from sora_jax.nn.attention import dot_product_attention, ragged_layout
 from sora_jax.parallel.mesh import make_mesh
 from sora_jax.parallel.sharding import MeshFunction
@@ -82,6 +85,48 @@ def test_splash_query_blocks_with_no_key_block_stay_finite():
   kv_ids = np.ones((1, 128), np.int32)
   got = dot_product_attention(q, k, v, q_ids, kv_ids, implementation="splash_interpret")
   np.testing.assert_allclose(got, dot_product_attention(q, k, v, q_ids, kv_ids), atol=2e-5)
+
+
+def all_rows_loss(fn, q, k, v, q_ids, kv_ids):
+  """Weights every output, padding and fully masked queries included."""
+  out = fn(q, k, v, q_ids, kv_ids)
+  return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape))), out
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["self", "cross"])
+def test_blockwise_matches_dense_forward_and_gradients(cross):
+  """Blocks of 16 over 100 queries and 100 (or 40) keys: both lengths padded to a block. Cross:
+  padding queries (id 0) match no caption key, and get the dense path's uniform average."""
+  q, k, v, q_ids, kv_ids = inputs(4, lq=100, lk=40 if cross else 100, cross=cross)
+  grad = lambda fn: jax.jit(jax.value_and_grad(lambda *a: all_rows_loss(fn, *a, q_ids, kv_ids),
+                                               argnums=(0, 1, 2), has_aux=True))(q, k, v)
+  (_, want), want_grads = grad(attention._dense_attention)
+  (_, got), got_grads = grad(lambda *a: attention._blockwise_attention(*a, block=16))
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  for g, w in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, w, atol=1e-5)
+
+
+def largest_value(jaxpr):
+  """Element count of the largest array in a jaxpr, nested ones (scan, checkpoint) included."""
+  shapes = re.findall(r"(?:f32|bf16|i32|bool)\[([\d,]+)\]", str(jaxpr))
+  return max(np.prod([int(n) for n in shape.split(",")]) for shape in shapes)
+
+
+def test_long_rows_take_the_blockwise_path(monkeypatch):
+  """Past DENSE_MAX_LOGITS no [Lq, Lk] array exists, forward or backward, and the answer is the
+  dense one, also per device under a context and tensor mesh."""
+  monkeypatch.setattr(attention, "DENSE_MAX_LOGITS", 0)
+  monkeypatch.setattr(attention, "XLA_BLOCK", 32)
+  q, k, v, q_ids, kv_ids = inputs(5, lq=200, lk=200, heads=4, dim=8)  # dim 8: q, k, v < one [Lq, Lk]
+  f = lambda q, k, v: dot_product_attention(q, k, v, q_ids, kv_ids)
+  grad = jax.grad(lambda *a: all_rows_loss(lambda *b: dot_product_attention(*b), *a, q_ids, kv_ids)[0],
+                  argnums=(0, 1, 2))
+  assert largest_value(jax.make_jaxpr(grad)(q, k, v)) < 200 * 200
+  want = attention._dense_attention(q, k, v, q_ids, kv_ids)
+  np.testing.assert_allclose(jax.jit(f)(q, k, v), want, atol=1e-5)
+  mesh = make_mesh(mesh_config(data=2, context=2, tensor=2))
+  np.testing.assert_allclose(MeshFunction(f, mesh)(q, k, v), want, atol=1e-5)
 
 
 def test_ragged_layout_of_packed_rows_and_captions():

@@ -1,12 +1,18 @@
-"""CLI smoke test: train the tiny config a few steps, sample, and the one-line errors."""
+"""CLI smoke test: train the tiny config a few steps, sample, the one-line errors, help, and a
+quiet start where libtpu is installed but no TPU is present."""
+import fnmatch
 import json
 import os
+import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from sora_jax.cli import run
+from sora_jax import platforms
+from sora_jax.cli import COMMANDS, CONFIGURED, FLAGS, run
 from sora_jax.data.video_io import read_video
 
 
@@ -77,22 +83,155 @@ def test_sample_writes_exact_size(workdir, tmp_path):
   assert read_video(i2v).shape == (5, 16, 32, 3)
 
 
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+  """A 9-frame 16x32 input video (the true shapes clip of a prompt)."""
+  from sora_jax.data.synthetic import make_spec, render
+  from sora_jax.data.video_io import write_video
+  path = tmp_path_factory.mktemp("inputs") / "clip.mp4"
+  write_video(path, render(make_spec("red", "circle", "right", num_frames=9, height=16, width=32)))
+  return path
+
+
+# Each mode once, end to end: (mode flags, frames in the output). The input clip has 9 frames.
+MODE_CASES = [
+    (["--image=CLIP_PNG", "--image_at=last", "--num_frames=9"], 9),
+    (["--image=CLIP_PNG", "--image_at=3", "--num_frames=5"], 5),
+    (["--video=CLIP", "--extend=forward", "--overlap=1", "--num_frames=5"], 9 + 4),
+    (["--video=CLIP", "--extend=backward", "--overlap=1", "--num_frames=5"], 1 + 9),
+    (["--connect", "CLIP", "CLIP", "--num_frames=9"], 9 + 4 + 9),
+    (["--video=CLIP", "--video=CLIP", "--connect", "--num_frames=9"], 9 + 4 + 9),
+    (["--loop", "--num_frames=9"], 9 + 4),
+    (["--edit=CLIP", "--strength=0.5", "--num_frames=9"], 9),
+    (["--long_frames=13", "--overlap=1", "--num_frames=5"], 13),
+]
+
+
+@pytest.mark.parametrize("flags, frames", MODE_CASES)
+def test_every_sample_mode_from_the_command_line(flags, frames, workdir, clip, tmp_path):
+  from PIL import Image
+  png = tmp_path / "frame.png"
+  Image.fromarray(read_video(clip)[0]).save(png)
+  out = tmp_path / "out.mp4"
+  flags = [f.replace("CLIP_PNG", str(png)).replace("CLIP", str(clip)) for f in flags]
+  call("sample", f"--workdir={workdir}", "--prompt=a red circle moves to the right", "--height=16", "--width=32",
+       "--steps=1", f"--output={out}", *flags)
+  assert read_video(out).shape == (frames, 16, 32, 3)
+
+
+def test_eval_scores_the_asked_modes(workdir, capsys):
+  call("eval", f"--workdir={workdir}", "--steps=1", "--modes=extend_backward")
+  summary = json.loads(capsys.readouterr().out)
+  assert summary["extend_backward"]["n"] == 16 and "sdedit" not in summary
+
+
+BAD_MODE_INPUTS = [
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--image=CLIP_MP4", "--loop", "--output=o.mp4"],
+     "--image and --loop are different modes"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--video=CLIP_MP4", "--output=o.mp4"],
+     "--video needs --extend or --connect"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--connect", "CLIP_MP4", "--output=o.mp4"],
+     "--connect takes 2 input video(s), got 1"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--edit=CLIP_MP4", "--strength=1.5", "--output=o.mp4"],
+     "strength=1.5"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--strength=0.5", "--output=o.mp4"], "--strength goes with --edit"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--video=CLIP_MP4", "--extend=forward", "--overlap=3",
+      "--num_frames=9", "--output=o.mp4"], "leaves nothing to generate"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--video=CLIP_MP4", "--extend=backward", "--overlap=3",
+      "--num_frames=17", "--output=o.mp4"], "the video to extend has 9 frames; this needs at least 12"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--video=CLIP_MP4", "--extend=up", "--output=o.mp4"],
+     "--extend='up'"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--edit=CLIP_MP4", "--num_frames=13", "--output=o.mp4"],
+     "the video to edit has 9 frames"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--image=CLIP_PNG", "--image_at=9", "--output=o.mp4"],
+     "frame 9 is outside the 5 frames"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--video=nothing.mp4", "--extend=forward", "--output=o.mp4"],
+     "nothing.mp4: no such file"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--loop", "--output=o.png"], ".png holds exactly 1 frame"),
+]
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["train", TINY, "--config.data.cond.image_head=1.5", "--workdir=x"], "data.cond.image_head=1.5 is a share"),
+    (["train", TINY, "--config.sample.eval_modes=fly", "--workdir=x"], "modes has 'fly'"),
     (["train", TINY, "--config.model.nope=3", "--workdir=x"], "nope"),
     (["train", TINY, "--config.sample.num_frames=6", "--workdir=x"], "1 + 4k frames"),
     (["train", TINY, "--config.sample.width=20", "--workdir=x"], "width 20 is not divisible by 16"),
     (["train", TINY, "--config.sample.first_frame=last", "--workdir=x"], "sample.first_frame='last'"),
-    (["train", TINY, "--config.data.first_frame_cond=1.5", "--workdir=x"], "data.first_frame_cond=1.5 is a share"),
+    (["train", TINY, "--config.data.textured_fraction=1.5", "--workdir=x"], "textured_fraction=1.5 is a share"),
     (["sample", "--workdir=WORKDIR", "--prompt=", "--output=o.mp4"], "prompt is empty"),
     (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--num_frames=4", "--output=o.mp4"], "1 + 4k frames"),
     (["sample", "--workdir=EMPTY", "--prompt=a cat", "--output=o.mp4"], "no config.json"),
     (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--image=missing.png", "--output=o.mp4"], "missing.png"),
+    # EMPTY has no run in it: these are refused before the run is loaded.
+    (["sample", "--workdir=EMPTY", "--prompt=a cat", "--output=o.xyz"], "o.xyz: unsupported video extension"),
+    (["sample", "--workdir=EMPTY", "--prompt=a cat", "--steps=0", "--output=o.mp4"], "--steps=0"),
+    (["sample", "--workdir=EMPTY", "--prompt=a cat", "--guidance=-1", "--output=o.mp4"], "is >= 0"),
+    (["eval", "--workdir=EMPTY", "--steps=-2"], "--steps=-2: the sampler needs at least 1 step"),
+    # The config's default frame count (5), before any sampling.
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--output=o.png"], "1 frame, got 5"),
+    (["prepare", "--input=shapes:1", "--output=o", "--steps=3"], "not a flag of `sora-jax prepare`"),
+    (["sample", TINY, "--workdir=WORKDIR", "--prompt=a cat", "--output=o.mp4"], "--config is not a flag"),
+    (["sample", "--stepz=3"], "`sora-jax sample --help` lists its flags"),
     (["fly"], "give one command"),
-])
-def test_bad_input_is_one_line_and_exit_2(argv, message, workdir, tmp_path, capsys):
-  argv = [a.replace("WORKDIR", str(workdir)).replace("EMPTY", str(tmp_path)) for a in argv]
+] + BAD_MODE_INPUTS)
+def test_bad_input_is_one_line_and_exit_2(argv, message, workdir, clip, tmp_path, capsys):
+  from PIL import Image
+  png = tmp_path / "frame.png"
+  Image.fromarray(read_video(clip)[0]).save(png)
+  argv = [a.replace("WORKDIR", str(workdir)).replace("EMPTY", str(tmp_path)).replace("CLIP_MP4", str(clip))
+          .replace("CLIP_PNG", str(png)) for a in argv]
   with pytest.raises(SystemExit) as exit_info:
     call(*argv)
   assert exit_info.value.code == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_help_lists_the_commands(capsys):
+  call("--help")  # returns: exit status 0
+  out = capsys.readouterr().out
+  assert all(re.search(rf"^  {name} ", out, re.M) for name in COMMANDS), out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_help_lists_its_flags_only(command, capsys):
+  call(command, "-h")
+  out = capsys.readouterr().out
+  listed = set(re.findall(r"^  --(?:\[no\])?([\w.]+)", out, re.M))
+  configured = {"config", "config.KEY"} if command in CONFIGURED else set()
+  assert listed == {name for _, name, _, _, commands in FLAGS if command in commands} | configured, out
+
+
+def test_help_does_no_work():
+  """`--help` exits 0 without importing jax (it answers at once, on any machine)."""
+  code = ("import sys; from sora_jax.cli import run; run(['sora-jax', 'sample', '--help']); "
+          "sys.exit('jax' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert result.returncode == 0 and "--workdir" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("devices, cuda_plugin, expected", [
+    ((), False, "cpu"),
+    ((), True, "cpu"),                                  # jax[cuda] without a GPU
+    (("/dev/vfio/vfio",), False, "cpu"),                # the VFIO control node alone is no device
+    (("/dev/accel0",), False, None),                    # TPU v4
+    (("/dev/vfio/vfio", "/dev/vfio/0"), False, None),   # TPU v5e and later
+    (("/dev/nvidia0", "/dev/nvidiactl"), True, "cuda,cpu"),
+    (("/dev/nvidia0",), False, None),                   # JAX's own hint to install jax[cuda]
+    (("/dev/kfd",), False, None),                       # ROCm
+])
+def test_platforms_leave_out_only_an_absent_tpu(devices, cuda_plugin, expected, monkeypatch):
+  monkeypatch.setattr(platforms.glob, "glob", lambda pattern: fnmatch.filter(devices, pattern))
+  monkeypatch.setattr(platforms, "_cuda_plugin_installed", lambda: cuda_plugin)
+  assert platforms.platforms_without_tpu() == expected
+
+
+@pytest.mark.skipif(platforms.platforms_without_tpu() is None, reason="a TPU or a GPU: JAX's own search")
+def test_starts_quietly_without_a_tpu():
+  """run() picks the platforms before it imports jax: libtpu, if installed, is not started."""
+  code = ("from sora_jax.cli import run\ntry:\n  run(['sora-jax', 'fly'])\nexcept SystemExit:\n  pass\n"
+          "import jax; jax.devices()")
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  err = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stderr
+  assert err.splitlines() == [err.strip()] and "give one command" in err, err

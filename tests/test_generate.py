@@ -4,29 +4,15 @@ import jax
 import numpy as np
 import pytest
 
-from configs.shapes import get_config
 from sora_jax.config import ConfigError
-from sora_jax.generate import Pipeline
-from sora_jax.models.build import build_dit, build_vae, caption_ids
+from sora_jax.models.build import caption_ids
 
-from helpers import init_params, packed, random_example
+from helpers import tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipe():
-  config = get_config("tiny")
-  vae, dit = build_vae(config.vae), build_dit(config)
-  vae_params = vae.init(jax.random.key(0), np.zeros((1, 1, 16, 16, 3), np.float32))["params"]
-  rng = np.random.default_rng(0)
-  c = config.vae.latent_channels
-  ex = random_example(rng, (1, 1, 1))
-  ex["tokens"] = np.zeros((1, 4 * c), np.float32)
-  ex["text_ids"] = np.zeros(config.model.text.max_len, np.int32)
-  batch, _ = packed([ex], row_length=8, max_per_row=config.train.max_per_row)
-  dit_params = init_params(dit, batch)
-  # adaLN-Zero makes a fresh DiT output zero: perturb so prompts and seeds matter.
-  dit_params = jax.tree.map(lambda p: p + 0.1 * rng.normal(size=p.shape).astype(np.float32), dit_params)
-  return Pipeline(config, vae, vae_params, dit, dit_params, (np.zeros(c, np.float32), np.ones(c, np.float32)))
+  return tiny_pipeline()
 
 
 def test_sampling_is_reproducible_by_seed_and_independent_of_packing(pipe):
@@ -89,8 +75,8 @@ def test_two_stage_video_opens_on_the_first_stage_sample(pipe, source, first_lat
   assert video.shape == (5, 16, 16, 3)
   assert not np.array_equal(video, one_pass.generate(prompt, seed=3, **args)[0])
   c = pipe.config.vae.latent_channels
-  first = two_stage._sample_latents(caption_ids(pipe.config, prompt), (first_latents, 2, 2, c), 2, 3.0,
-                                    jax.random.fold_in(jax.random.key(3), 2**31 - 1))[0]
+  first = two_stage._sample_latents(caption_ids(pipe.config, prompt), [(first_latents, 2, 2, c)], [[]],
+                                    [(jax.random.fold_in(jax.random.key(3), 2**31 - 1), 0)], 2, 3.0)[0]
   # The causal VAE decodes frame 0 from latent frame 0 alone: the first stage's sample, exactly.
   np.testing.assert_array_equal(video[0], two_stage.decode(first[:1])[0])
 
@@ -100,11 +86,11 @@ def test_image_to_video_opens_on_the_given_frame(pipe):
   image = np.random.default_rng(0).integers(0, 256, (16, 32, 3), dtype=np.uint8)
   args = dict(num_frames=5, height=16, width=32, steps=2, guidance=3.0)
   videos = [pipe.generate(["a red circle moves up"], seed=s, first_frames=[image], **args)[0] for s in (0, 1)]
-  (latent,) = pipe._encode_first_frames([image], 1, (16, 32))
+  latent = pipe.encode(image[None])
   np.testing.assert_array_equal(videos[0][0], pipe.decode(latent)[0])
   np.testing.assert_array_equal(videos[1][0], videos[0][0])
   assert not np.array_equal(videos[0][1:], videos[1][1:])
-  with pytest.raises(ConfigError, match=r"first frame is \(16, 16, 3\)"):
+  with pytest.raises(ConfigError, match=r"a given frame is \(16, 16, 3\); this request needs \(16, 32, 3\)"):
     pipe.generate(["a red circle moves up"], seed=0, first_frames=[image[:, :16]], **args)
   with pytest.raises(ConfigError, match="2 first frames for 1 prompts"):
     pipe.generate(["a red circle moves up"], seed=0, first_frames=[image, image], **args)

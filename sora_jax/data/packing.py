@@ -4,6 +4,7 @@ An example is a dict with `tokens` [n, D], `positions` [n, 3], `grid` (Tp, Hp, W
 `text_ids` [Lt] and optionally `cond_mask` [n] (tokens given clean). The packed batch follows
 the contract of ARCHITECTURE.md; `placements` says where each example went.
 """
+
 import numpy as np
 
 
@@ -65,6 +66,21 @@ def pack(examples, placements, *, rows, row_length, max_per_row):
   return batch
 
 
+def pack_values(values, placements, shape, fill, per_token=True):
+  """Per-example arrays (per token [n, ...], or per example [...] with per_token=False) into a
+  [rows, row_length or max_per_row, ...] array of `shape` filled with `fill` elsewhere: values
+  that ride along with a batch from `pack` (e.g. the sampler's noise)."""
+  out = np.full(shape, fill, np.asarray(values[0]).dtype)
+  for value, place in zip(values, placements):
+    if place is not None:
+      r, slot, offset = place
+      if per_token:
+        out[r, offset : offset + len(value)] = value
+      else:
+        out[r, slot] = value
+  return out
+
+
 def unpack(values, examples, placements):
   """values [B, L, ...] -> the per-example slices, in example order (None if not placed)."""
   out = []
@@ -73,7 +89,7 @@ def unpack(values, examples, placements):
       out.append(None)
       continue
     r, _, offset = place
-    out.append(values[r, offset:offset + len(ex["tokens"])])
+    out.append(values[r, offset : offset + len(ex["tokens"])])
   return out
 
 

@@ -1,6 +1,8 @@
 """Read and write uint8 [T, H, W, 3] videos (.mp4 via PyAV; .gif and .png via PIL)."""
+
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import av
@@ -9,95 +11,162 @@ from PIL import Image
 
 from sora_jax.files import atomic_path
 
+_EXTENSIONS = (".mp4", ".gif", ".png")
+
 
 class VideoReadError(ValueError):
-    """A video could not be read; the message is one line naming the file."""
+  """A video could not be read; the message is one line naming the file."""
 
 
-def read_video(path, *, max_frames: int | None = None) -> np.ndarray:
-    """Decode the first video stream of `path` to uint8 [T, H, W, 3] RGB."""
-    path = Path(path)
-    if not path.is_file():
-        raise VideoReadError(f"{path}: no such file")
-    frames = []
+def read_video(path, *, max_frames: int | None = None, last: int | None = None, size=None) -> np.ndarray:
+  """Decode the first video stream of `path` to uint8 [T, H, W, 3] RGB: its first `max_frames`
+  or its `last` frames (only those are kept while decoding), resized to (height, width) `size`."""
+  path = Path(path)
+  if not path.is_file():
+    raise VideoReadError(f"{path}: no such file")
+  frames = collections.deque(maxlen=last)
+  try:
+    with av.open(str(path)) as container:
+      if not container.streams.video:
+        raise VideoReadError(f"{path}: no video stream")
+      for frame in container.decode(video=0):
+        if max_frames is not None and len(frames) >= max_frames:
+          break
+        frames.append(_resized(frame.to_image(), size) if size else frame.to_ndarray(format="rgb24"))
+  except VideoReadError:
+    raise
+  except (av.error.FFmpegError, OSError, ValueError) as e:
+    raise _unreadable(path, e) from None
+  if not frames:
+    raise VideoReadError(f"{path}: no decodable frames")
+  return np.stack(frames)
+
+
+class VideoChunks:
+  """A video file's frames as uint8 chunks [<= chunk, H, W, 3] (resized to `size`), decoded
+  while they are iterated: a whole input passes through in the memory of one chunk."""
+
+  def __init__(self, path, size=None, chunk: int = 16):
+    self.path, self.size, self.chunk = Path(path), size, chunk
+
+  def __iter__(self):
+    buffer = []
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoReadError(f"{path}: no video stream")
-            for frame in container.decode(video=0):
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-                frames.append(frame.to_ndarray(format="rgb24"))
-    except VideoReadError:
-        raise
+      with av.open(str(self.path)) as container:
+        for frame in container.decode(video=0):
+          buffer.append(_resized(frame.to_image(), self.size))
+          if len(buffer) == self.chunk:
+            yield np.stack(buffer)
+            buffer = []
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        # One readable line instead of a PyAV traceback.
-        raise VideoReadError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
-    if not frames:
-        raise VideoReadError(f"{path}: no decodable frames")
-    return np.stack(frames)
+      raise _unreadable(self.path, e) from None
+    if buffer:
+      yield np.stack(buffer)
 
 
 def read_image(path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode a picture to uint8 [H, W, 3] RGB, resized to (height, width) when `size` is given."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.BICUBIC)
-            return np.asarray(image)
-    except (OSError, ValueError) as e:  # missing, truncated or not a picture: one line naming it
-        raise VideoReadError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+  """Decode a picture to uint8 [H, W, 3] RGB, resized to (height, width) when `size` is given."""
+  try:
+    with Image.open(path) as image:
+      return _resized(image, size)
+  except (OSError, ValueError) as e:  # missing, truncated or not a picture
+    raise _unreadable(path, e) from None
 
 
-def write_video(path, frames: np.ndarray, fps: int = 8) -> None:
-    """Write uint8 [T, H, W, 3] frames atomically; the format follows the extension."""
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
-        raise ValueError(f"expected non-empty uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
-    path = Path(path)
-    ext = path.suffix.lower()
-    writers = {".mp4": _write_mp4, ".gif": _write_gif, ".png": _write_png}
-    if ext not in writers:
-        raise ValueError(f"unsupported video extension {ext!r} (use .mp4, .gif or .png)")
-    if ext == ".png" and len(frames) != 1:
-        raise ValueError(f".png holds exactly 1 frame, got {len(frames)}")
-    with atomic_path(path) as tmp:
-        writers[ext](tmp, frames, fps)
+def _resized(image, size):
+  image = image.convert("RGB")
+  if size is not None and image.size != (size[1], size[0]):
+    image = image.resize((size[1], size[0]), Image.BICUBIC)
+  return np.asarray(image)
 
 
-def _write_mp4(path: str, frames: np.ndarray, fps: int) -> None:
-    _, h, w, _ = frames.shape
-    with av.open(path, "w", format="mp4") as container:
+def _unreadable(path, error):
+  """One readable line naming the file instead of a PyAV / PIL traceback."""
+  return VideoReadError(f"{path}: {getattr(error, 'strerror', None) or error}")
+
+
+def check_output(path, num_frames: int | None = None) -> None:
+  """Raise one-line ValueError if `path` cannot hold a video of num_frames frames (checked
+  before sampling, so a bad --output costs nothing)."""
+  ext = Path(path).suffix.lower()
+  if ext not in _EXTENSIONS:
+    raise ValueError(f"{path}: unsupported video extension {ext!r} (use .mp4, .gif or .png)")
+  if ext == ".png" and num_frames not in (None, 1):
+    raise ValueError(f"{path}: .png holds exactly 1 frame, got {num_frames} (use .mp4 or .gif)")
+
+
+def write_video(path, frames, fps: int = 8) -> None:
+  """Write uint8 [T, H, W, 3] frames atomically; the format follows the extension.
+
+  frames may also be an iterable of such chunks: an .mp4 is encoded as they come, so a long
+  video needs the memory of one chunk.
+  """
+  chunks = [frames] if isinstance(frames, np.ndarray) else frames
+  ext = Path(path).suffix.lower()
+  if ext != ".mp4":
+    chunks = [np.concatenate([_checked(c) for c in chunks])]
+  check_output(path, len(chunks[0]) if ext == ".png" else None)
+  with atomic_path(path) as tmp:
+    _writer(ext)(tmp, (_checked(c) for c in chunks), fps)
+
+
+def _checked(frames):
+  frames = np.asarray(frames)
+  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+    raise ValueError(f"expected non-empty uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
+  return frames
+
+
+def _write_mp4(path: str, chunks, fps: int) -> None:
+  with av.open(path, "w", format="mp4") as container:
+    stream = None
+    for frames in chunks:
+      if stream is None:
+        _, h, w, _ = frames.shape
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = w, h
         # yuv420p halves chroma resolution and needs even sizes; yuv444p keeps odd sizes exact.
         stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
         stream.options = {"crf": "18"}
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        container.mux(stream.encode())
+      for f in frames:
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+    if stream is None:
+      raise ValueError("expected non-empty uint8 [T, H, W, 3] frames, got no chunks")
+    container.mux(stream.encode())
 
 
-def _write_gif(path: str, frames: np.ndarray, fps: int) -> None:
-    # One shared 128-colour palette, duplicated into entries 128..255: PIL drops a frame
-    # identical to its predecessor, so a repeated frame flips one pixel to the duplicate
-    # index (same colour) to keep the frame count exact.
-    t, h, w, _ = frames.shape
-    q = Image.fromarray(frames.reshape(t * h, w, 3)).quantize(128, dither=Image.Dither.NONE)
-    palette = (q.getpalette()[: 128 * 3] + [0] * 128 * 3)[: 128 * 3]
-    idx = np.asarray(q).reshape(t, h, w).copy()
-    for i in range(1, t):
-        if np.array_equal(idx[i], idx[i - 1]):
-            idx[i, 0, 0] ^= 128
-    images = []
-    for f in idx:
-        im = Image.fromarray(f, mode="P")
-        im.putpalette(palette * 2)
-        images.append(im)
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
-                   duration=round(1000 / fps), loop=0, optimize=False)
+def _write_gif(path: str, chunks, fps: int) -> None:
+  # One shared 128-colour palette, duplicated into entries 128..255: PIL drops a frame
+  # identical to its predecessor, so a repeated frame flips one pixel to the duplicate
+  # index (same colour) to keep the frame count exact.
+  (frames,) = chunks
+  t, h, w, _ = frames.shape
+  q = Image.fromarray(frames.reshape(t * h, w, 3)).quantize(128, dither=Image.Dither.NONE)
+  palette = (q.getpalette()[: 128 * 3] + [0] * 128 * 3)[: 128 * 3]
+  idx = np.asarray(q).reshape(t, h, w).copy()
+  for i in range(1, t):
+    if np.array_equal(idx[i], idx[i - 1]):
+      idx[i, 0, 0] ^= 128
+  images = []
+  for f in idx:
+    im = Image.fromarray(f, mode="P")
+    im.putpalette(palette * 2)
+    images.append(im)
+  images[0].save(
+      path,
+      format="GIF",
+      save_all=True,
+      append_images=images[1:],
+      duration=round(1000 / fps),
+      loop=0,
+      optimize=False,
+  )
 
 
-def _write_png(path: str, frames: np.ndarray, fps: int) -> None:
-    Image.fromarray(frames[0]).save(path, format="PNG")
+def _write_png(path: str, chunks, fps: int) -> None:
+  (frames,) = chunks
+  Image.fromarray(frames[0]).save(path, format="PNG")
+
+
+def _writer(ext):
+  return {".mp4": _write_mp4, ".gif": _write_gif, ".png": _write_png}[ext]

@@ -50,11 +50,13 @@ class DDPM:
     ab = self.alpha_bar(t)
     return jnp.sqrt(ab) * noise - jnp.sqrt(1 - ab) * x0
 
-  def sampling_times(self, steps, shift):
-    """DDIM's evenly spaced subsequence, last entry -1 (clean)."""
-    index = np.round(np.linspace(self.num_steps - 1, 0, steps)).astype(np.float32)
-    t = jnp.asarray(np.append(index / self.num_steps, -1.0)).reshape((-1,) + (1,) * jnp.ndim(shift))
-    return jnp.broadcast_to(t, (steps + 1,) + jnp.shape(shift))
+  def sampling_times(self, steps, shift, start=1.0):
+    """DDIM's evenly spaced subsequence from step `start` x (num_steps - 1) (1: pure noise;
+    less for SDEdit), last entry -1 (clean)."""
+    u = jnp.linspace(1.0, 0.0, steps).reshape((-1,) + (1,) * jnp.ndim(shift))
+    index = jnp.round(u * jnp.minimum(start, 1.0) * (self.num_steps - 1))
+    t = jnp.broadcast_to(index / self.num_steps, (steps,) + jnp.shape(shift))
+    return jnp.concatenate([t, jnp.full((1,) + jnp.shape(shift), -1.0)])
 
   def step(self, x, prediction, t, t_next):
     """Deterministic DDIM (eta = 0)."""

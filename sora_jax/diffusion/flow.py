@@ -34,10 +34,13 @@ class FlowMatching:
     del t
     return noise - x0
 
-  def sampling_times(self, steps, shift):
-    """[steps + 1, *shift.shape] from 1 (noise) to 0 (data)."""
-    t = jnp.linspace(1.0, 0.0, steps + 1).reshape((-1,) + (1,) * jnp.ndim(shift))
-    return time_shift(t, shift)
+  def sampling_times(self, steps, shift, start=1.0):
+    """[steps + 1, *shift.shape] from `start` (1: noise; less for SDEdit) to 0 (data): the
+    shifted schedule's own spacing, over [0, start]."""
+    u = jnp.linspace(1.0, 0.0, steps + 1).reshape((-1,) + (1,) * jnp.ndim(shift))
+    # The unshifted level whose shifted value is `start` (exactly 1 for a full schedule).
+    u_start = jnp.where(start >= 1.0, 1.0, start / (shift - (shift - 1.0) * start))
+    return time_shift(u * u_start, shift)
 
   def step(self, x, prediction, t, t_next):
     """Euler step of dx/dt = v."""

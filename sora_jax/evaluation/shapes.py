@@ -4,6 +4,7 @@ Used to score a model on the held-out (colour, shape, direction) prompts of
 `sora_jax.data.synthetic`: did it draw the asked colour, move it the asked way, and
 draw the asked shape?
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,111 +25,149 @@ _UNIT = {k: np.asarray(v) for k, v in DIRECTIONS.items()}
 
 
 def detect_colours(video: np.ndarray) -> np.ndarray:
-    """Palette index per pixel, int [T, H, W]; -1 for background / unrecognised."""
-    v = _as_uint8_range(video)
-    bright = v.max(axis=-1)
-    chroma = v / np.maximum(bright, 1.0)[..., None]
-    dist = np.linalg.norm(chroma[..., None, :] - _CHROMA, axis=-1)
-    idx = dist.argmin(axis=-1)
-    ok = (bright >= _MIN_BRIGHTNESS) & (np.take_along_axis(dist, idx[..., None], -1)[..., 0] < _MAX_CHROMA_DIST)
-    return np.where(ok, idx, -1)
+  """Palette index per pixel, int [T, H, W]; -1 for background / unrecognised."""
+  v = _as_uint8_range(video)
+  bright = v.max(axis=-1)
+  chroma = v / np.maximum(bright, 1.0)[..., None]
+  dist = np.linalg.norm(chroma[..., None, :] - _CHROMA, axis=-1)
+  idx = dist.argmin(axis=-1)
+  ok = (bright >= _MIN_BRIGHTNESS) & (np.take_along_axis(dist, idx[..., None], -1)[..., 0] < _MAX_CHROMA_DIST)
+  return np.where(ok, idx, -1)
 
 
 def _as_uint8_range(video: np.ndarray) -> np.ndarray:
-    """float32 [T, H, W, 3] in [0, 255]; float input is taken to be in [0, 1]."""
-    video = np.asarray(video)
-    if np.issubdtype(video.dtype, np.floating):
-        return np.clip(video, 0.0, 1.0).astype(np.float32) * 255.0
-    return video.astype(np.float32)
+  """float32 [T, H, W, 3] in [0, 255]; float input is taken to be in [0, 1]."""
+  video = np.asarray(video)
+  if np.issubdtype(video.dtype, np.floating):
+    return np.clip(video, 0.0, 1.0).astype(np.float32) * 255.0
+  return video.astype(np.float32)
 
 
 def analyse_video(video: np.ndarray, colour: str, direction: str, shape: str | None = None) -> dict:
-    """What the video shows, compared with the asked colour / direction / (optional) shape."""
-    labels = detect_colours(video)
-    num_frames, height, width = labels.shape
-    counts = np.bincount(labels[labels >= 0], minlength=len(_NAMES))
-    dominant = _NAMES[int(counts.argmax())] if counts.any() else None
+  """What the video shows, compared with the asked colour / direction / (optional) shape."""
+  labels = detect_colours(video)
+  num_frames, height, width = labels.shape
+  counts = np.bincount(labels[labels >= 0], minlength=len(_NAMES))
+  dominant = _NAMES[int(counts.argmax())] if counts.any() else None
 
-    mask = labels == _NAMES.index(colour)
-    brightness = _as_uint8_range(video).max(axis=-1)
-    centroids = np.full((num_frames, 2), np.nan, np.float32)
-    shape_scores = []
-    for t, m in enumerate(mask):
-        ys, xs = np.nonzero(m)
-        if len(ys) < _MIN_PIXELS:
-            continue
-        centroids[t] = ys.mean(), xs.mean()
-        # Outline at ~half maximum: blurred fringes (caught by the low detection threshold)
-        # would otherwise round off a small square's corners.
-        core = m & (brightness[t] >= _CORE_FRACTION * brightness[t][m].max())
-        ys, xs = np.nonzero(core)
-        shape_scores.append(_shape_iou(core[ys.min():ys.max() + 1, xs.min():xs.max() + 1]))
+  mask = labels == _NAMES.index(colour)
+  brightness = _as_uint8_range(video).max(axis=-1)
+  track = centroids(mask)
+  shape_scores = []
+  for t in np.nonzero(~np.isnan(track[:, 0]))[0]:
+    m = mask[t]
+    # Outline at ~half maximum: blurred fringes (caught by the low detection threshold)
+    # would otherwise round off a small square's corners.
+    core = m & (brightness[t] >= _CORE_FRACTION * brightness[t][m].max())
+    ys, xs = np.nonzero(core)
+    shape_scores.append(_shape_iou(core[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]))
+  est_direction = direction_of(track, min(height, width))
 
-    est_direction = None
-    valid = ~np.isnan(centroids[:, 0])
-    if valid.sum() >= 2:
-        t = np.nonzero(valid)[0]
-        slope = np.polyfit(t, centroids[valid], 1)[0]  # (dy, dx) per frame
-        disp = slope * (num_frames - 1)
-        if np.linalg.norm(disp) >= _MIN_DISPLACEMENT * min(height, width):
-            est_direction = max(_UNIT, key=lambda k: float(_UNIT[k] @ disp))
+  est_shape = SHAPES[int(np.mean(shape_scores, axis=0).argmax())] if shape_scores else None
+  return {
+      "dominant_colour": dominant,
+      "colour_ok": dominant == colour,
+      "track": track,
+      "direction": est_direction,
+      "direction_ok": est_direction == direction,
+      "shape": est_shape,
+      "shape_ok": None if shape is None else est_shape == shape,
+  }
 
-    est_shape = SHAPES[int(np.mean(shape_scores, axis=0).argmax())] if shape_scores else None
-    return {
-        "dominant_colour": dominant,
-        "colour_ok": dominant == colour,
-        "track": centroids,
-        "direction": est_direction,
-        "direction_ok": est_direction == direction,
-        "shape": est_shape,
-        "shape_ok": None if shape is None else est_shape == shape,
-    }
+
+def centroids(mask: np.ndarray) -> np.ndarray:
+  """Centroid (y, x) per frame of a bool mask [T, H, W], float [T, 2]; NaN in frames with
+  fewer than _MIN_PIXELS pixels (no estimate there)."""
+  count = mask.sum(axis=(1, 2))
+  ys, xs = np.indices(mask.shape[1:])
+  with np.errstate(invalid="ignore", divide="ignore"):
+    track = np.stack([(mask * ys).sum(axis=(1, 2)), (mask * xs).sum(axis=(1, 2))], -1) / count[:, None]
+  track[count < _MIN_PIXELS] = np.nan
+  return track.astype(np.float32)
+
+
+def direction_of(track: np.ndarray, size: int) -> str | None:
+  """The direction a track [T, 2] (NaN where unseen) moves: a linear fit of its centroids;
+  None under _MIN_DISPLACEMENT * size over its length (a still video)."""
+  valid = ~np.isnan(track[:, 0])
+  if valid.sum() < 2:
+    return None
+  slope = np.polyfit(np.nonzero(valid)[0], track[valid], 1)[0]  # (dy, dx) per frame
+  disp = slope * (len(track) - 1)
+  if np.linalg.norm(disp) < _MIN_DISPLACEMENT * size:
+    return None
+  return max(_UNIT, key=lambda k: float(_UNIT[k] @ disp))
 
 
 def _shape_iou(crop: np.ndarray) -> np.ndarray:
-    """IoU of a mask cropped to its bounding box with each of SHAPES drawn in that box.
+  """IoU of a mask cropped to its bounding box with each of SHAPES drawn in that box.
 
-    More robust to blurred edges than the bare fill ratio (square 1, circle pi/4,
-    triangle 1/2): blur grows the box and rounds corners, which shifts the fill ratio
-    of small shapes across the decision boundaries but barely moves the IoUs.
-    """
-    h, w = crop.shape
-    y = ((np.arange(h) + 0.5) / h * 2 - 1)[:, None]  # box coordinates in [-1, 1]
-    x = ((np.arange(w) + 0.5) / w * 2 - 1)[None, :]
-    templates = {
-        "circle": y**2 + x**2 <= 1,
-        "square": np.ones((h, w), bool),
-        "triangle": np.abs(x) <= (y + 1) / 2,  # apex up, as synthetic.render draws it
-    }
-    return np.array([(crop & templates[s]).sum() / (crop | templates[s]).sum() for s in SHAPES])
+  More robust to blurred edges than the bare fill ratio (square 1, circle pi/4,
+  triangle 1/2): blur grows the box and rounds corners, which shifts the fill ratio
+  of small shapes across the decision boundaries but barely moves the IoUs.
+  """
+  h, w = crop.shape
+  y = ((np.arange(h) + 0.5) / h * 2 - 1)[:, None]  # box coordinates in [-1, 1]
+  x = ((np.arange(w) + 0.5) / w * 2 - 1)[None, :]
+  templates = {
+      "circle": y**2 + x**2 <= 1,
+      "square": np.ones((h, w), bool),
+      "triangle": np.abs(x) <= (y + 1) / 2,  # apex up, as synthetic.render draws it
+  }
+  return np.array([(crop & templates[s]).sum() / (crop | templates[s]).sum() for s in SHAPES])
 
 
 def short_caption(colour: str, shape: str, direction: str) -> str:
-    """Caption without the optional speed / background clauses (also a training form)."""
-    return f"a {colour} {shape} moves {DIRECTION_PHRASES[direction]}"
+  """Caption without the optional speed / background clauses (also a training form)."""
+  return f"a {colour} {shape} moves {DIRECTION_PHRASES[direction]}"
 
 
 def eval_prompts(num_frames: int = 17, height: int = 48, width: int = 48) -> list[dict]:
-    """The fixed evaluation set: one prompt per held-out (colour, shape, direction)."""
-    return [
-        {"colour": c, "shape": s, "direction": d, "caption": short_caption(c, s, d),
-         "num_frames": num_frames, "height": height, "width": width}
-        for c, s, d in HELD_OUT
-    ]
+  """The fixed evaluation set: one prompt per held-out (colour, shape, direction)."""
+  return [
+      {
+          "colour": c,
+          "shape": s,
+          "direction": d,
+          "caption": short_caption(c, s, d),
+          "num_frames": num_frames,
+          "height": height,
+          "width": width,
+      }
+      for c, s, d in HELD_OUT
+  ]
+
+
+def true_clip(prompt: dict, index: int, colour: str | None = None) -> np.ndarray:
+  """The true video of eval prompt `index` (track centred, quick speed), optionally in another
+  colour: uint8 [T, H, W, 3]."""
+  spec = make_spec(
+      colour or prompt["colour"],
+      prompt["shape"],
+      prompt["direction"],
+      num_frames=prompt["num_frames"],
+      height=prompt["height"],
+      width=prompt["width"],
+      seed=index,
+  )
+  return render(spec)
 
 
 def opening_frames(prompts: list[dict]) -> list[np.ndarray]:
-    """Frame 0 of each prompt's true video (track centred, quick speed): uint8 [H, W, 3]."""
-    return [render(make_spec(p["colour"], p["shape"], p["direction"], num_frames=p["num_frames"],
-                             height=p["height"], width=p["width"], seed=i))[0]
-            for i, p in enumerate(prompts)]
+  """Frame 0 of each prompt's true video: uint8 [H, W, 3]."""
+  return [true_clip(p, i)[0] for i, p in enumerate(prompts)]
 
 
 def summarise(results: list[dict]) -> dict:
-    """Accuracy of each attribute over `analyse_video` results."""
-    def acc(key):
-        vals = [r[key] for r in results if r[key] is not None]
-        return float(np.mean(vals)) if vals else float("nan")
+  """Accuracy of each attribute over `analyse_video` results."""
 
-    return {"colour_accuracy": acc("colour_ok"), "direction_accuracy": acc("direction_ok"),
-            "shape_accuracy": acc("shape_ok"), "n": len(results)}
+  def acc(key):
+    vals = [r[key] for r in results if r[key] is not None]
+    return float(np.mean(vals)) if vals else float("nan")
+
+  return {
+      "colour_accuracy": acc("colour_ok"),
+      "direction_accuracy": acc("direction_ok"),
+      "shape_accuracy": acc("shape_ok"),
+      "n": len(results),
+  }

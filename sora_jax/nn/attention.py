@@ -2,7 +2,8 @@
 
 Tokens attend only to tokens with the same segment id, so several examples share a row
 without seeing each other. Implementations (same answer on the same packed input):
-  xla               reference with an explicit segment mask (any platform);
+  xla               reference with an explicit segment mask (any platform): dense logits for short
+                    rows, blocks with an online softmax (memory linear in length) for long ones;
   splash            TPU Pallas splash attention: in-kernel segment masking, and block masks from
                     the segment ids so blocks across two examples are skipped;
   splash_interpret  the same kernel run by the Pallas interpreter (CPU tests);
@@ -19,6 +20,10 @@ import jax.numpy as jnp
 
 IMPLEMENTATIONS = ("xla", "splash", "splash_interpret", "cudnn", "auto")
 SPLASH_BLOCK = 128  # sequence lengths are padded to this; larger blocks are used when they divide
+# The xla path materialises [B, H, Lq, Lk] logits up to this Lq * Lk (a 2048-token row; training
+# rows stay on the fast dense einsum); longer rows go through blocks of XLA_BLOCK queries x keys.
+DENSE_MAX_LOGITS = 1 << 22
+XLA_BLOCK = 512
 
 
 def segment_mask(q_segment_ids, kv_segment_ids):
@@ -47,7 +52,7 @@ def dot_product_attention(q, k, v, q_segment_ids, kv_segment_ids, *, implementat
   elif implementation in ("splash", "splash_interpret"):
     kernel = functools.partial(_splash, interpret=implementation == "splash_interpret")
   else:
-    return _xla_attention(q, k, v, q_segment_ids, kv_segment_ids)
+    return _xla_attention(q, k, v, q_segment_ids, kv_segment_ids, length_axis)
   return _per_device(kernel, q, k, v, q_segment_ids, kv_segment_ids, length_axis)
 
 
@@ -60,12 +65,67 @@ def _auto():
   return "xla"
 
 
-def _xla_attention(q, k, v, q_segment_ids, kv_segment_ids):
+def _xla_attention(q, k, v, q_segment_ids, kv_segment_ids, length_axis):
+  if q.shape[1] * k.shape[1] <= DENSE_MAX_LOGITS:
+    return _dense_attention(q, k, v, q_segment_ids, kv_segment_ids)
+  # Per device under a mesh, as the kernels: the blocks then split each device's own queries.
+  kernel = functools.partial(_blockwise_attention, block=XLA_BLOCK)
+  return _per_device(kernel, q, k, v, q_segment_ids, kv_segment_ids, length_axis)
+
+
+def _dense_attention(q, k, v, q_segment_ids, kv_segment_ids):
   scale = q.shape[-1] ** -0.5
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
   logits = jnp.where(segment_mask(q_segment_ids, kv_segment_ids), logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def _blockwise_attention(q, k, v, q_ids, kv_ids, *, block):
+  """_dense_attention's answer in memory linear in length, backward pass included (one block x
+  block tile of logits at a time): a map over query blocks, each an online softmax (flash
+  attention) over key blocks.
+
+  Masked logits are finfo.min as in the dense path, so a query with no key in its segment gets
+  the same uniform average over the Lk real keys; the keys padded on to fill the last block are
+  -inf and weigh nothing. The running max starts at finfo.min, so an all-padding block adds 0.
+  """
+  b, lq, h, d = q.shape
+  lk = k.shape[1]
+  bq, bk = min(block, lq), min(block, lk)
+  nq, nk = -(-lq // bq), -(-lk // bk)
+  # [B, n * blk, ...] -> [n, B, blk, ...]: blocks on the leading axis, for map and scan.
+  blocks = lambda x, n, blk: jnp.moveaxis(_pad_to_block(x, n * blk).reshape((b, n, blk) + x.shape[2:]), 1, 0)
+  k_blocks, v_blocks, kv_id_blocks = (blocks(x, nk, bk) for x in (k, v, kv_ids))
+  real_keys = (jnp.arange(nk * bk) < lk).reshape(nk, bk)
+  scale = d ** -0.5
+  lowest = jnp.finfo(jnp.float32).min
+
+  def query_block(q_blk, q_id_blk):
+    def key_block(carry, xs):
+      top, total, acc = carry  # running max and sum of exp [B, H, bq]; weighted values [B, H, bq, D]
+      k_blk, v_blk, kv_id_blk, real = xs
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q_blk, k_blk, preferred_element_type=jnp.float32) * scale
+      match = (q_id_blk[:, :, None] == kv_id_blk[:, None, :])[:, None]
+      logits = jnp.where(real, jnp.where(match, logits, lowest), -jnp.inf)
+      # The answer does not depend on the max (it cancels): no gradient through it.
+      new_top = jax.lax.stop_gradient(jnp.maximum(top, logits.max(-1)))
+      weights = jnp.exp(logits - new_top[..., None])
+      rescale = jnp.exp(top - new_top)
+      acc = acc * rescale[..., None] + jnp.einsum("bhqk,bkhd->bhqd", weights.astype(v.dtype), v_blk,
+                                                  preferred_element_type=jnp.float32)
+      return (new_top, total * rescale + weights.sum(-1), acc), None
+
+    init = (jnp.full((b, h, bq), lowest), jnp.zeros((b, h, bq)), jnp.zeros((b, h, bq, d)))
+    # Recomputed in the backward pass rather than saved: saving each block's weights would bring
+    # back the O(Lq * Lk) memory this avoids.
+    step = jax.checkpoint(key_block, prevent_cse=False)
+    (_, total, acc), _ = jax.lax.scan(step, init, (k_blocks, v_blocks, kv_id_blocks, real_keys))
+    return jnp.swapaxes(acc / total[..., None], 1, 2)  # total >= 1: the top key adds exp(0)
+
+  out = jax.lax.map(lambda xs: jax.checkpoint(query_block, prevent_cse=False)(*xs),
+                    (blocks(q, nq, bq), blocks(q_ids, nq, bq)))
+  return jnp.moveaxis(out, 0, 1).reshape(b, nq * bq, h, d)[:, :lq].astype(v.dtype)
 
 
 def _per_device(kernel, q, k, v, q_ids, kv_ids, length_axis):

@@ -11,6 +11,7 @@ import numpy as np
 from sora_jax.config import VAE_TEMPORAL
 from sora_jax.files import atomic_path
 from sora_jax.data.budget import drop_rate, drop_tokens
+from sora_jax.data.conditions import draw_conditions, draw_strategy, token_masks
 from sora_jax.data.latent_cache import cached_latents, encoded_clips
 from sora_jax.data.latents import channel_stats, encode_videos, standardise
 from sora_jax.data.packing import empty_batch
@@ -89,6 +90,7 @@ def dit_examples(config, data, shard=0, num_shards=1):
   latents, caption_at, stats = data
   order = epoch_order(len(latents), config.seed, shard, num_shards)
   token_drop = tuple(config.train.token_drop)
+  patch_t = config.model.patch[0]
 
   def example_at(position, step):
     rng = host_rng(config.seed, 2, position, shard)
@@ -97,10 +99,13 @@ def dit_examples(config, data, shard=0, num_shards=1):
     z = mean + std * rng.standard_normal(mean.shape).astype(np.float32)  # posterior sample
     text = "" if rng.random() < config.data.caption_dropout else caption_at(index, rng)
     example = latent_example(config, z, stats, text)
-    if example["grid"][0] > 1 and rng.random() < config.data.first_frame_cond:
-      # Image-to-video examples: the first latent frame (exactly the first video frame, as the
-      # VAE is causal) is given clean, so the caption alone says where the shape goes next.
-      example["cond_mask"] = example["positions"][:, 0] == 0
+    # A mask strategy per example (image-to-video, extension, interpolation...): the given
+    # latent frames are its own, held clean; the first latent frame is exactly the first video
+    # frame (causal VAE), so the image head is image-to-video.
+    strategy = draw_strategy(config.data.cond, rng) if example["grid"][0] > 1 else None
+    if strategy:
+      conditions = draw_conditions(strategy, z, patch_t, rng)
+      example["cond_mask"], _ = token_masks(conditions, len(z), example["positions"], patch_t)
     rate = drop_rate(step, *token_drop)
     return drop_tokens(example, rate, rng) if rate > 0 else example
   return example_at
