@@ -344,20 +344,16 @@ def cmd_train(args):
 
 
 # The sample modes, at most one per call: (flag, what the flag's value says it is on).
-SAMPLE_MODES = (
-    ("image", lambda a: a.image),
-    ("extend", lambda a: a.extend),
-    ("connect", lambda a: a.connect),
-    ("loop", lambda a: a.loop),
-    ("edit", lambda a: a.edit),
-    ("long_frames", lambda a: a.long_frames),
-)
+# The sample modes' flags, at most one per call (each is off at its default: None or False).
+SAMPLE_MODES = ("image", "extend", "connect", "loop", "edit", "long_frames")
 
 
 def _sample_mode(args, positional):
   """The one mode of a sample call (None: text-to-video) and its input videos; conflicts and
   flags that belong to another mode are one-line errors."""
-  chosen = [name for name, on in SAMPLE_MODES if on(args) is not None and on(args) is not False]
+  chosen = [
+      name for name in SAMPLE_MODES if getattr(args, name) is not None and getattr(args, name) is not False
+  ]
   if len(chosen) > 1:
     raise UsageError(f"--{chosen[0]} and --{chosen[1]} are different modes: give one per call")
   mode = chosen[0] if chosen else None

@@ -17,7 +17,7 @@ import numpy as np
 
 from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL, ConfigError, check_video_size, default_config
 from sora_jax.data.latents import destandardise, encode_videos, read_stats, standardise
-from sora_jax.data.conditions import Condition, apply_conditions, encode_given
+from sora_jax.data.conditions import Condition, apply_conditions, check_edit_strength, encode_given
 from sora_jax.data.packing import first_fit, pack, pack_values, unpack
 from sora_jax.data.transforms import to_uint8
 from sora_jax.diffusion import make_objective, resolution_shift
@@ -176,24 +176,16 @@ class Pipeline:
     ]
     if staged:
       first_keys = [(jax.random.fold_in(keys[i][0], 2**31 - 1), keys[i][1]) for i in staged]
-      if c.sample.first_frame == "image":
-        first = self._sample_latents(
-            ids[staged],
-            [(1,) + shapes[i][1:] for i in staged],
-            [[] for _ in staged],
-            first_keys,
-            steps,
-            guidance,
-        )
-      else:
-        first = self._sample_latents(
-            ids[staged],
-            [shapes[i] for i in staged],
-            [conditions[i] for i in staged],
-            first_keys,
-            steps,
-            guidance,
-        )
+      # "image" samples frame 0 alone, without the request's other conditions.
+      image = c.sample.first_frame == "image"
+      first = self._sample_latents(
+          ids[staged],
+          [(1,) + shapes[i][1:] if image else shapes[i] for i in staged],
+          [[] if image else conditions[i] for i in staged],
+          first_keys,
+          steps,
+          guidance,
+      )
       for i, z in zip(staged, first):
         conditions[i] = conditions[i] + [Condition(z[:1], 0)]
     latents = self._sample_latents(ids, shapes, conditions, keys, steps, guidance)
@@ -224,8 +216,7 @@ class Pipeline:
         raise ConfigError(
             f"the video to edit is {np.shape(r.edit)}; this request needs {(r.num_frames,) + size}"
         )
-      if not 0.0 < r.strength <= 1.0:
-        raise ConfigError(f"strength={r.strength}: SDEdit's strength must be in (0, 1]")
+      check_edit_strength(r.strength)
       if r.strength < 1.0:  # at 1 the source is noised away: a fresh sample
         conditions.append(Condition(self.encode(r.edit), 0, 1.0 - r.strength))
     for cond in conditions:
@@ -265,8 +256,10 @@ class Pipeline:
       )
       noise.append(patchify(np.asarray(jax.random.normal(jax.random.fold_in(key, index), shape)), patch))
       release.append(token_release)
-      # SDEdit guides every generated token down to t = strength: its schedule starts there.
-      start.append(float(token_release[~cond_mask].max(initial=1.0 if cond_mask.all() else 0.0)))
+      # SDEdit guides every generated token down to t = strength: its schedule starts there
+      # (1, a full schedule, as soon as one generated token is not guided).
+      generated = token_release[~cond_mask]
+      start.append(float(generated.max()) if generated.size else 1.0)
     batch, places = self._pack(examples)
     rows, length = batch["segment_ids"].shape
     batch["noise"] = pack_values(noise, places, batch["tokens"].shape, 0.0)

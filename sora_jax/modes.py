@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from sora_jax.config import VAE_TEMPORAL, ConfigError
-from sora_jax.data.conditions import latent_frame_of
+from sora_jax.data.conditions import check_edit_strength, latent_frame_of
 from sora_jax.generate import Given, Request
 
 EXTEND_DIRECTIONS = ("forward", "backward")
@@ -107,8 +107,7 @@ def connect_plan(prompt, a, b, *, overlap, num_frames, height, width, seed=None,
 
 def edit_plan(prompt, video, *, strength, num_frames, height, width, seed=None):
   """SDEdit: the first num_frames of `video` noised to t = strength, denoised with `prompt`."""
-  if not 0.0 < strength <= 1.0:
-    raise ConfigError(f"strength={strength}: SDEdit's strength must be in (0, 1]")
+  check_edit_strength(strength)
   _check_length(video, num_frames, "the video to edit")
   return Plan(
       Request(prompt, num_frames, height, width, edit=video[:num_frames], strength=strength, seed=seed)

@@ -134,6 +134,12 @@ def check_shares(shares, key="data.cond"):
     )
 
 
+def check_edit_strength(strength):
+  """SDEdit's strength is the noise level its source is taken to: in (0, 1]."""
+  if not 0.0 < strength <= 1.0:
+    raise ConfigError(f"strength={strength}: SDEdit's strength must be in (0, 1]")
+
+
 def latent_frame_of(frame, num_frames):
   """Output pixel frame -> the latent frame holding it (frame 0 alone, then groups of 4)."""
   f = frame + num_frames if frame < 0 else frame
