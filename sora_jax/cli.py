@@ -138,7 +138,8 @@ FLAGS = (
         "long_frames",
         None,
         "a long video of this many frames, sampled --num_frames at a "
-        "time, each chunk extending the last (memory flat in the length; .mp4 written as it comes)",
+        "time, each chunk extending the last (memory flat in the length; .mp4 written as it comes); "
+        "with --image, the long video opens on that picture",
         ("sample",),
     ),
     (
@@ -355,7 +356,14 @@ def _sample_mode(args, positional):
       name for name in SAMPLE_MODES if getattr(args, name) is not None and getattr(args, name) is not False
   ]
   if len(chosen) > 1:
-    raise UsageError(f"--{chosen[0]} and --{chosen[1]} are different modes: give one per call")
+    raise UsageError(
+        f"--{chosen[0]} and --{chosen[1]} are different modes: give one per call (only --image goes with "
+        "--long_frames)"
+    )
+  if chosen == ["image", "long_frames"]:  # a long video that opens on the picture
+    if args.image_at not in ("first", "0"):
+      raise UsageError("--image with --long_frames opens the video on the picture: drop --image_at")
+    chosen = ["long_frames"]
   mode = chosen[0] if chosen else None
   videos = list(args.video) + list(positional)
   if positional and mode != "connect":
@@ -458,9 +466,20 @@ def cmd_sample(args, positional=()):
   paths = [output] if len(args.prompt) == 1 else [f"{stem}_{i}{ext}" for i in range(len(args.prompt))]
   fps = pipe.config.sample.fps
   if mode == "long_frames":
+    from sora_jax.data.video_io import read_image
+
     overlap = 2 if args.overlap is None else args.overlap
+    image = (
+        None if args.image is None else read_image(args.image, (sample_args["height"], sample_args["width"]))
+    )
     chunks = modes.long_videos(
-        pipe, args.prompt, total_frames=args.long_frames, overlap=overlap, **sample_args, **run
+        pipe,
+        args.prompt,
+        total_frames=args.long_frames,
+        overlap=overlap,
+        first_frames=None if image is None else [image] * len(args.prompt),
+        **sample_args,
+        **run,
     )
     if len(paths) == 1:  # written as the chunks come: memory flat in the length
       write_video(output, (c[0] for c in chunks), fps=fps)

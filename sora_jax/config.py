@@ -1,4 +1,5 @@
 """Experiment configs: the default keys, and start-up validation with one clear line naming the key."""
+
 import ml_collections
 
 from sora_jax.diffusion import OBJECTIVES
@@ -17,9 +18,15 @@ class ConfigError(ValueError):
 
 def mesh_config(data=-1, fsdp=1, context=1, tensor=1, dcn_data=1):
   """The `mesh` section: axis sizes inside a slice (-1 fills) and across slices (dcn)."""
-  return ml_collections.ConfigDict({
-      "data": data, "fsdp": fsdp, "context": context, "tensor": tensor,
-      "dcn": {"data": dcn_data, "fsdp": 1, "context": 1, "tensor": 1}})
+  return ml_collections.ConfigDict(
+      {
+          "data": data,
+          "fsdp": fsdp,
+          "context": context,
+          "tensor": tensor,
+          "dcn": {"data": dcn_data, "fsdp": 1, "context": 1, "tensor": 1},
+      }
+  )
 
 
 SHAPES_SIZES = ((32, 32), (32, 48), (48, 32), (48, 48), (32, 64), (64, 32), (48, 64), (64, 48), (64, 64))
@@ -31,18 +38,19 @@ def default_config():
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.frames = (1, 5, 9, 13, 17)   # 1 + 4k: the causal VAE encodes frame 0 alone
-  c.data.sizes = SHAPES_SIZES                # (height, width) pairs; divisible by 8 * patch
-  c.data.latents = ""                 # `sora-jax cache-latents` output to train on (else shapes)
-  c.data.clips = ""                   # `sora-jax prepare` output, VAE-encoded as read (else shapes)
-  c.data.num_examples = 3000          # videos generated, encoded once and cached as latents
-  c.data.textured_fraction = 0.5         # share of textured (vs plain) backgrounds
-  c.data.caption_dropout = 0.1        # null caption rate, for classifier-free guidance
+  c.data.frames = (1, 5, 9, 13, 17)  # 1 + 4k: the causal VAE encodes frame 0 alone
+  c.data.sizes = SHAPES_SIZES  # (height, width) pairs; divisible by 8 * patch
+  c.data.latents = ""  # `sora-jax cache-latents` output to train on (else shapes)
+  c.data.clips = ""  # `sora-jax prepare` output, VAE-encoded as read (else shapes)
+  c.data.num_examples = 3000  # videos generated, encoded once and cached as latents
+  c.data.textured_fraction = 0.5  # share of textured (vs plain) backgrounds
+  c.data.caption_dropout = 0.1  # null caption rate, for classifier-free guidance
   # Mask strategies: share of videos trained with each kind of given frames (data/conditions.py);
   # the rest (at least as large as any one of them, as a rule) is text-to-video.
   from sora_jax.data.conditions import MASK_STRATEGIES  # here: data.conditions imports this module
+
   c.data.cond = ml_collections.ConfigDict({name: 0.0 for name in MASK_STRATEGIES})
-  c.data.opening_frame_motion = 0.0   # shapes: share of 1-frame examples captioned with their track's motion
+  c.data.opening_frame_motion = 0.0  # shapes: share of 1-frame examples captioned with their track's motion
 
   c.vae = ml_collections.ConfigDict()
   c.vae.latent_channels = 16
@@ -59,7 +67,10 @@ def default_config():
   c.vae_train.clip_size = 32
   c.vae_train.lr = 5e-4
   c.vae_train.warmup = 50
-  c.vae_train.pca_batches = 32       # batches whose PCA initialises the VAE's linear path
+  c.vae_train.pca_batches = 32  # batches whose PCA initialises the VAE's linear path
+  # Weight of change within a latent frame's 4 frames in that PCA: at 1 (plain PCA) a moving
+  # shape decodes still within each latent frame and jumps between them (docs/design.md).
+  c.vae_train.pca_motion_weight = 4.0
 
   c.model = ml_collections.ConfigDict()
   c.model.patch = (1, 2, 2)
@@ -67,13 +78,13 @@ def default_config():
   c.model.depth = 4
   c.model.num_heads = 4
   c.model.mlp_ratio = 4.0
-  c.model.attention_patterns = ("full",)   # cycled over layers: full | spatial | temporal
-  c.model.pos_emb = "rope"                 # rope (3D rotary) | sincos (p_t(t) + p_s(h, w)) | rope+sincos
+  c.model.attention_patterns = ("full",)  # cycled over layers: full | spatial | temporal
+  c.model.pos_emb = "rope"  # rope (3D rotary) | sincos (p_t(t) + p_s(h, w)) | rope+sincos
   c.model.qk_norm = True
   c.model.attention_impl = "xla"
-  c.model.dtype = "float32"                # compute dtype; parameters stay float32
-  c.model.remat = "none"                   # none | full | dots (save matmul outputs)
-  c.model.scan_layers = False              # nn.scan the blocks (deep models: compile time, memory)
+  c.model.dtype = "float32"  # compute dtype; parameters stay float32
+  c.model.remat = "none"  # none | full | dots (save matmul outputs)
+  c.model.scan_layers = False  # nn.scan the blocks (deep models: compile time, memory)
   c.model.text = ml_collections.ConfigDict()
   c.model.text.vocab_size = 4096
   c.model.text.max_len = 24
@@ -82,39 +93,39 @@ def default_config():
   c.model.text.num_heads = 4
 
   c.diffusion = ml_collections.ConfigDict()
-  c.diffusion.objective = "flow"           # flow | ddpm
+  c.diffusion.objective = "flow"  # flow | ddpm
   c.diffusion.time_sampling = "logit_normal"
   c.diffusion.logit_mean = 0.0
   c.diffusion.logit_std = 1.0
-  c.diffusion.shift_base_tokens = 64       # shift = sqrt(tokens / base)
-  c.diffusion.beta_schedule = "linear"     # ddpm only: linear | cosine
-  c.diffusion.prediction = "eps"           # ddpm only: eps | v
+  c.diffusion.shift_base_tokens = 64  # shift = sqrt(tokens / base)
+  c.diffusion.beta_schedule = "linear"  # ddpm only: linear | cosine
+  c.diffusion.prediction = "eps"  # ddpm only: eps | v
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 3000
-  c.train.rows = 4                         # B: packed rows per step
-  c.train.row_length = 256                 # L: tokens per row
-  c.train.max_per_row = 16                 # E: example slots per row
-  c.train.token_drop = (0.0, 0.0, 0)       # NaViT token dropping: rate from, to, over steps
+  c.train.rows = 4  # B: packed rows per step
+  c.train.row_length = 256  # L: tokens per row
+  c.train.max_per_row = 16  # E: example slots per row
+  c.train.token_drop = (0.0, 0.0, 0)  # NaViT token dropping: rate from, to, over steps
   c.train.lr = 2e-3
   c.train.warmup = 100
-  c.train.weight_decay = 0.0               # AdamW, on kernels and embeddings only
-  c.train.schedule = "cosine"              # cosine (to 10 % of lr) | constant, after warmup
-  c.train.grad_accum = 1                   # micro-batches per update
+  c.train.weight_decay = 0.0  # AdamW, on kernels and embeddings only
+  c.train.schedule = "cosine"  # cosine (to 10 % of lr) | constant, after warmup
+  c.train.grad_accum = 1  # micro-batches per update
   c.train.grad_clip = 1.0
   c.train.ema_decay = 0.995
   c.train.log_every = 25
   c.train.checkpoint_every = 500
-  c.train.sample_every = 0                 # fixed-seed progress videos every N DiT steps (0: off)
-  c.train.keep_checkpoints = 2             # the last N checkpoints ...
-  c.train.keep_period = 0                  # ... plus every K-th step for good (0: none)
-  c.train.peak_flops = 0.0                 # per device, for the MFU metric; 0: known device kinds
-  c.train.max_nonfinite_in_row = 20        # non-finite steps are skipped; this many in a row stop
+  c.train.sample_every = 0  # fixed-seed progress videos every N DiT steps (0: off)
+  c.train.keep_checkpoints = 2  # the last N checkpoints ...
+  c.train.keep_period = 0  # ... plus every K-th step for good (0: none)
+  c.train.peak_flops = 0.0  # per device, for the MFU metric; 0: known device kinds
+  c.train.max_nonfinite_in_row = 20  # non-finite steps are skipped; this many in a row stop
 
-  c.mesh = mesh_config()                   # all devices on `data` by default
+  c.mesh = mesh_config()  # all devices on `data` by default
 
   c.aot = ml_collections.ConfigDict()
-  c.aot.example_grid = (5, 3, 3)           # patch grid of the examples assumed by `aot` FLOPs
+  c.aot.example_grid = (5, 3, 3)  # patch grid of the examples assumed by `aot` FLOPs
 
   c.sample = ml_collections.ConfigDict()
   c.sample.steps = 30
@@ -124,22 +135,28 @@ def default_config():
   c.sample.width = 48
   c.sample.fps = 8
   c.sample.chunk_latents = 2
-  c.sample.first_frame = "joint"           # joint (one pass) | image | video: where frame 0 comes from
-  c.sample.eval_modes = "all"              # prompting modes the evaluation scores besides text-to-video
+  c.sample.first_frame = "joint"  # joint (one pass) | image | video: where frame 0 comes from
+  c.sample.eval_modes = "all"  # prompting modes the evaluation scores besides text-to-video
   return c
 
 
 def check_video_size(num_frames, height, width, patch, what="video"):
   """Frames must be 1 + 4k; height/width divisible by the VAE stride times the patch size."""
   if num_frames < 1 or (num_frames - 1) % VAE_TEMPORAL:
-    raise ConfigError(f"{what}: {num_frames} frames; the causal VAE needs 1 + {VAE_TEMPORAL}k frames (1, 5, 9, ...)")
+    raise ConfigError(
+        f"{what}: {num_frames} frames; the causal VAE needs 1 + {VAE_TEMPORAL}k frames (1, 5, 9, ...)"
+    )
   latent_frames = 1 + (num_frames - 1) // VAE_TEMPORAL
   if latent_frames % patch[0]:
-    raise ConfigError(f"{what}: {latent_frames} latent frames are not divisible by the temporal patch {patch[0]}")
+    raise ConfigError(
+        f"{what}: {latent_frames} latent frames are not divisible by the temporal patch {patch[0]}"
+    )
   for name, size, p in (("height", height, patch[1]), ("width", width, patch[2])):
     stride = VAE_SPATIAL * p
     if size < stride or size % stride:
-      raise ConfigError(f"{what}: {name} {size} is not divisible by {stride} (VAE stride {VAE_SPATIAL} x patch {p})")
+      raise ConfigError(
+          f"{what}: {name} {size} is not divisible by {stride} (VAE stride {VAE_SPATIAL} x patch {p})"
+      )
 
 
 def validate(c):
@@ -149,17 +166,25 @@ def validate(c):
   for h, w in c.data.sizes:
     check_video_size(1, h, w, patch, what=f"data.sizes entry {(h, w)}")
   check_video_size(c.sample.num_frames, c.sample.height, c.sample.width, patch, what="sample")
-  check_video_size(c.vae_train.clip_frames, c.vae_train.clip_size, c.vae_train.clip_size, (1, 1, 1),
-                   what="vae_train clip")
+  check_video_size(
+      c.vae_train.clip_frames, c.vae_train.clip_size, c.vae_train.clip_size, (1, 1, 1), what="vae_train clip"
+  )
+  if not c.vae_train.pca_motion_weight > 0:
+    raise ConfigError(
+        f"vae_train.pca_motion_weight={c.vae_train.pca_motion_weight} must be > 0 (1: plain PCA)"
+    )
   for key in ("caption_dropout", "opening_frame_motion", "textured_fraction"):
     if not 0.0 <= c.data[key] <= 1.0:
       raise ConfigError(f"data.{key}={c.data[key]} is a share; it must be in [0, 1]")
   from sora_jax.data.conditions import check_shares  # here: data.conditions imports this module
+
   check_shares(c.data.cond)
   if c.model.width % c.model.num_heads:
     raise ConfigError(f"model.width={c.model.width} is not divisible by model.num_heads={c.model.num_heads}")
   if c.model.text.width % c.model.text.num_heads:
-    raise ConfigError(f"model.text.width={c.model.text.width} is not divisible by model.text.num_heads={c.model.text.num_heads}")
+    raise ConfigError(
+        f"model.text.width={c.model.text.width} is not divisible by model.text.num_heads={c.model.text.num_heads}"
+    )
   for p in c.model.attention_patterns:
     if p not in ATTENTION_PATTERNS:
       raise ConfigError(f"model.attention_patterns has {p!r}; choose from {ATTENTION_PATTERNS}")
@@ -168,14 +193,19 @@ def validate(c):
   if c.model.attention_impl not in IMPLEMENTATIONS:
     raise ConfigError(f"model.attention_impl={c.model.attention_impl!r}; choose from {IMPLEMENTATIONS}")
   if c.model.scan_layers and c.model.depth % len(c.model.attention_patterns):
-    raise ConfigError(f"model.depth={c.model.depth} is not divisible by the {len(c.model.attention_patterns)} "
-                      "model.attention_patterns (scan_layers repeats one group of them)")
+    raise ConfigError(
+        f"model.depth={c.model.depth} is not divisible by the {len(c.model.attention_patterns)} "
+        "model.attention_patterns (scan_layers repeats one group of them)"
+    )
   if c.sample.first_frame not in FIRST_FRAME_SOURCES:
     raise ConfigError(f"sample.first_frame={c.sample.first_frame!r}; choose from {FIRST_FRAME_SOURCES}")
   if c.sample.first_frame != "joint" and patch[0] != 1:
-    raise ConfigError(f"sample.first_frame={c.sample.first_frame!r} needs model.patch[0] == 1 (got {patch[0]}): "
-                      "frame 0 must be its own tokens")
+    raise ConfigError(
+        f"sample.first_frame={c.sample.first_frame!r} needs model.patch[0] == 1 (got {patch[0]}): "
+        "frame 0 must be its own tokens"
+    )
   from sora_jax.mode_evaluation import parse_modes  # here: it imports this module
+
   parse_modes(c.sample.eval_modes)
   if c.model.remat not in REMAT_POLICIES:
     raise ConfigError(f"model.remat={c.model.remat!r}; choose from {tuple(REMAT_POLICIES)}")
@@ -186,14 +216,21 @@ def validate(c):
   if not 1 <= c.train.max_per_row <= MAX_EXAMPLES_PER_ROW:
     raise ConfigError(f"train.max_per_row={c.train.max_per_row} must be in [1, {MAX_EXAMPLES_PER_ROW}]")
   patch_tokens = patch[0] * patch[1] * patch[2]
-  largest = max((1 + (f - 1) // VAE_TEMPORAL) * h * w // (VAE_SPATIAL ** 2 * patch_tokens)
-                for f in c.data.frames for h, w in c.data.sizes)
+  largest = max(
+      (1 + (f - 1) // VAE_TEMPORAL) * h * w // (VAE_SPATIAL**2 * patch_tokens)
+      for f in c.data.frames
+      for h, w in c.data.sizes
+  )
   if largest > c.train.row_length:
-    raise ConfigError(f"train.row_length={c.train.row_length} is shorter than the largest example ({largest} tokens)")
+    raise ConfigError(
+        f"train.row_length={c.train.row_length} is shorter than the largest example ({largest} tokens)"
+    )
   if not all(0.0 <= r < 1.0 for r in c.train.token_drop[:2]):
     raise ConfigError(f"train.token_drop={tuple(c.train.token_drop)}: rates must be in [0, 1)")
   if c.data.latents and c.data.clips:
-    raise ConfigError("data.latents and data.clips are both set: train from cached latents or from clips, not both")
+    raise ConfigError(
+        "data.latents and data.clips are both set: train from cached latents or from clips, not both"
+    )
   if c.train.schedule not in ("cosine", "constant"):
     raise ConfigError(f"train.schedule={c.train.schedule!r}; choose cosine or constant")
   for key in ("steps", "rows", "row_length", "grad_accum"):

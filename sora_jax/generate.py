@@ -59,7 +59,8 @@ class Given:
 @dataclasses.dataclass(frozen=True)
 class Request:
   """One video to sample: a caption, its size, what is given, and its own noise seed (an int or
-  a tuple of ints; None: the call's seed folded with the request's index)."""
+  a tuple of ints; None: the call's seed folded with the request's index). prompt None samples
+  without a caption (guidance's null caption: what is given leads, e.g. a loop's way back)."""
 
   prompt: str
   num_frames: int
@@ -161,7 +162,7 @@ class Pipeline:
     for i, r in enumerate(requests):
       conditions.append(self._conditions(r, shapes[i]))
       keys.append(_noise_key(seed, i, r.seed))
-    ids = caption_ids(c, [r.prompt for r in requests])
+    ids = caption_ids(c, ["" if r.prompt is None else r.prompt for r in requests])
     # Two stages (sample.first_frame): frame 0 first, then the video with it held clean, as in
     # image-to-video training. "image": a text-to-image sample (Emu Video); "video": frame 0 of
     # a one-pass sample (with the request's other conditions), whose shape sits where its whole
@@ -194,7 +195,7 @@ class Pipeline:
   def _latent_shape(self, r):
     c = self.config
     check_video_size(r.num_frames, r.height, r.width, tuple(c.model.patch), what="requested size")
-    if not r.prompt.strip():
+    if r.prompt is not None and not r.prompt.strip():
       raise ConfigError("prompt is empty: give a caption such as --prompt='a red circle moves to the right'")
     return (
         1 + (r.num_frames - 1) // VAE_TEMPORAL,

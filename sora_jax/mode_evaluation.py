@@ -9,8 +9,8 @@ import numpy as np
 
 from sora_jax import modes
 from sora_jax.config import ConfigError
-from sora_jax.data.synthetic import COLOURS, SPEEDS
-from sora_jax.evaluation.shapes import true_clip
+from sora_jax.data.synthetic import COLOURS, SPEEDS, render, track
+from sora_jax.evaluation.shapes import short_caption, true_clip, true_spec
 from sora_jax.evaluation import modes as scores
 
 MODES = ("extend_forward", "extend_backward", "image_last", "connect", "loop", "sdedit", "long")
@@ -26,6 +26,12 @@ SUMMARY_KEYS = {
 }
 SDEDIT_STRENGTHS = (0.3, 0.8)
 LONG_LENGTH = 4  # long videos are this many times the sampled length
+# A shape that keeps moving for 4x the training length leaves any training-size frame at the
+# quick speed, and at any speed when it moves diagonally (docs/benchmarks.md). Long videos are
+# scored on the held-out prompts that move along an axis, slowly, on a frame long that way, from
+# the true first frame of their whole (centred) track, so that the track fits in the frame.
+LONG_SPEED = "slowly"
+LONG_SIZES = {"right": (32, 64), "left": (32, 64), "up": (64, 32), "down": (64, 32)}
 
 
 def parse_modes(text):
@@ -115,28 +121,67 @@ def evaluate_modes(pipe, prompts, names, *, steps, guidance, seed):
         )
   results = {}
   if plans:
-    for (name, score), video in zip(jobs, modes.sample_plans(pipe, plans, **args)):
-      results.setdefault(name, []).append(score(video))
+    for (name, score), plan, video in zip(jobs, plans, modes.sample_plans(pipe, plans, **args)):
+      results.setdefault(name, []).append(score(video) | {"caption": plan.request.prompt})
   if "sdedit" in results:  # one entry per prompt with both strengths
     pairs = results["sdedit"]
     results["sdedit"] = [a | b for a, b in zip(pairs[::2], pairs[1::2])]
 
   if "loop" in names:
     looped = modes.loop(pipe, [p["caption"] for p in prompts], **size, **args)
-    results["loop"] = [scores.loop_scores(v, p["colour"]) for p, v in zip(prompts, looped)]
+    results["loop"] = [
+        scores.loop_scores(v, p["colour"]) | {"caption": p["caption"]} for p, v in zip(prompts, looped)
+    ]
   if "long" in names:
+    results["long"] = _long_results(pipe, prompts, num_frames, args)
+  for name in names:
+    out[name] = {
+        "summary": scores.summarise_mode(results[name], SUMMARY_KEYS[name]),
+        "results": results[name],
+    }
+  return out
+
+
+def long_prompts(prompts, num_frames):
+  """The held-out prompts whose LONG_LENGTH-times track fits in a frame of LONG_SIZES, as
+  (prompt at its long size and speed, its index among `prompts`)."""
+  chosen = []
+  for i, p in enumerate(prompts):
+    if p["direction"] not in LONG_SIZES:
+      continue
+    height, width = LONG_SIZES[p["direction"]]
+    caption = f"{short_caption(p['colour'], p['shape'], p['direction'])} {LONG_SPEED}"
+    long = p | {"height": height, "width": width, "caption": caption}
+    centre = track(true_spec(long, i, num_frames=LONG_LENGTH * num_frames, speed=LONG_SPEED))
+    radius = 0.17 * min(height, width)
+    if (centre - radius).min() < 0 or ((centre + radius) > np.array([height, width]) - 1).any():
+      raise ValueError(f"the long track of {caption!r} does not fit in {height}x{width}")
+    chosen.append((long, i))
+  return chosen
+
+
+def _long_results(pipe, prompts, num_frames, args):
+  """Long videos from each chosen prompt's true first frame, one sampling call per frame size."""
+  chosen = long_prompts(prompts, num_frames)
+  length = LONG_LENGTH * num_frames
+  results = {}
+  for height, width in sorted({(p["height"], p["width"]) for p, _ in chosen}):
+    group = [(p, i) for p, i in chosen if (p["height"], p["width"]) == (height, width)]
+    firsts = [render(true_spec(p, i, num_frames=length, speed=LONG_SPEED))[0] for p, i in group]
     chunks = list(
         modes.long_videos(
-            pipe, [p["caption"] for p in prompts], total_frames=LONG_LENGTH * num_frames, **size, **args
+            pipe,
+            [p["caption"] for p, _ in group],
+            total_frames=length,
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            first_frames=firsts,
+            **args,
         )
     )
-    results["long"] = [
-        scores.chunk_scores(
-            np.concatenate([c[i] for c in chunks]), p["colour"], p["direction"], chunk_frames=num_frames
-        )
-        for i, p in enumerate(prompts)
-    ]
-  for name in names:
-    rows = [r | {"caption": p["caption"]} for r, p in zip(results[name], prompts)]
-    out[name] = {"summary": scores.summarise_mode(results[name], SUMMARY_KEYS[name]), "results": rows}
-  return out
+    for j, (p, i) in enumerate(group):
+      video = np.concatenate([c[j] for c in chunks])
+      scored = scores.chunk_scores(video, p["colour"], p["direction"], chunk_frames=num_frames)
+      results[i] = scored | {"caption": p["caption"]}
+  return [results[i] for i in sorted(results)]

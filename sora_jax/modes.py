@@ -123,31 +123,57 @@ def sample_plans(pipe, plans, *, steps, guidance, seed):
 def loop(pipe, prompts, *, num_frames, height, width, steps, guidance, seed, overlap=1):
   """Videos that play seamlessly on repeat: a text-to-video sample per prompt, then a transition
   from its end back to its start (`connect_plan` with the video on both sides). Each is the
-  sample and the transition's new frames, so its last frame leads into its first."""
+  sample and the transition's new frames, so its last frame leads into its first.
+
+  The transition is sampled without the caption: the way back usually runs against the motion
+  the caption asks for (a shape that moves right must return left), and the caption then pulls
+  it on past the end it is given (docs/benchmarks.md); the given ends lead it instead."""
   size = dict(num_frames=num_frames, height=height, width=width)
   args = dict(steps=steps, guidance=guidance, seed=seed)
   videos = pipe.sample([Request(p, **size, seed=(seed, i, 0)) for i, p in enumerate(prompts)], **args)
-  plans = [
-      connect_plan(p, v, v, overlap=overlap, **size, seed=(seed, i, 1))
-      for i, (p, v) in enumerate(zip(prompts, videos))
-  ]
+  plans = [connect_plan(None, v, v, overlap=overlap, **size, seed=(seed, i, 1)) for i, v in enumerate(videos)]
   windows = pipe.sample([plan.request for plan in plans], **args)
   return [np.concatenate([v, w[plan.keep]]) for v, w, plan in zip(videos, windows, plans)]  # not b again
 
 
-def long_videos(pipe, prompts, *, total_frames, num_frames, height, width, steps, guidance, seed, overlap=2):
+def long_videos(
+    pipe,
+    prompts,
+    *,
+    total_frames,
+    num_frames,
+    height,
+    width,
+    steps,
+    guidance,
+    seed,
+    overlap=2,
+    first_frames=None,
+):
   """Yield videos of `total_frames` frames chunk by chunk (a list of new frames per prompt): a
-  text-to-video sample, then forward extensions, each given the last `overlap` latent frames
-  so far. Only those frames are kept between chunks, so memory stays flat in the length."""
+  text-to-video sample (image-to-video from `first_frames`, uint8 [H, W, 3] per prompt, if
+  given), then forward extensions, each given the last `overlap` latent frames so far. Only
+  those frames are kept between chunks, so memory stays flat in the length."""
   _check_overlap(overlap, num_frames)
   if total_frames < 1:
     raise ConfigError(f"a long video needs at least 1 frame, got {total_frames}")
+  if first_frames is not None and len(first_frames) != len(prompts):
+    raise ConfigError(f"{len(first_frames)} first frames for {len(prompts)} prompts: give one per prompt")
   size = dict(num_frames=num_frames, height=height, width=width)
   n = head_frames(overlap)
   tails, emitted, chunk = None, 0, 0
   while emitted < total_frames:
     if tails is None:
-      requests, new_from = [Request(p, **size, seed=(seed, i, chunk)) for i, p in enumerate(prompts)], 0
+      requests = [
+          Request(
+              p,
+              **size,
+              given=() if first_frames is None else (Given(np.asarray(first_frames[i])[None], 0),),
+              seed=(seed, i, chunk),
+          )
+          for i, p in enumerate(prompts)
+      ]
+      new_from = 0
     else:
       requests = [
           extend_plan(p, tail, direction="forward", overlap=overlap, **size, seed=(seed, i, chunk)).request

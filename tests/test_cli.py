@@ -104,6 +104,7 @@ MODE_CASES = [
     (["--loop", "--num_frames=9"], 9 + 4),
     (["--edit=CLIP", "--strength=0.5", "--num_frames=9"], 9),
     (["--long_frames=13", "--overlap=1", "--num_frames=5"], 13),
+    (["--long_frames=13", "--image=CLIP_PNG", "--num_frames=5", "--overlap=1"], 13),
 ]
 
 
@@ -128,6 +129,8 @@ def test_eval_scores_the_asked_modes(workdir, capsys):
 BAD_MODE_INPUTS = [
     (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--image=CLIP_MP4", "--loop", "--output=o.mp4"],
      "--image and --loop are different modes"),
+    (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--image=CLIP_PNG", "--image_at=last", "--long_frames=9",
+      "--output=o.mp4"], "--image with --long_frames opens the video on the picture"),
     (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--video=CLIP_MP4", "--output=o.mp4"],
      "--video needs --extend or --connect"),
     (["sample", "--workdir=WORKDIR", "--prompt=a cat", "--connect", "CLIP_MP4", "--output=o.mp4"],

@@ -89,6 +89,33 @@ def test_a_training_batch_holds_the_strategy_frames_clean():
     assert held == set(range(min(held), ex["grid"][0]))
 
 
+def test_image_tail_trains_on_the_still_tail_that_sampling_gives():
+  from configs.shapes import get_config
+  from sora_jax.data.latents import standardise
+  from sora_jax.train.dit_stage import dit_examples
+  from helpers import fake_latent_cache
+
+  config = get_config("tiny")
+  config.data.cond.update(dict.fromkeys(MASK_STRATEGIES, 0.0) | {"image_tail": 1.0})
+  cache = fake_latent_cache(config, num_videos=24)
+  stills = [np.full((1,) + m.shape[1:], 7.0, np.float32) for m, _ in cache["latents"]]
+  with_stills = [(m, s, t) for (m, s), t in zip(cache["latents"], stills)]
+  caption = lambda i, rng: "a red circle"
+  plain = dit_examples(config, (cache["latents"], caption, cache["stats"]))
+  still = dit_examples(config, (with_stills, caption, cache["stats"]))
+  for position in range(24):
+    a, b = plain(position, 0), still(position, 0)
+    np.testing.assert_array_equal(a.get("cond_mask", False), b.get("cond_mask", False))
+    if a["grid"][0] == 1:
+      continue
+    last = a["positions"][:, 0] == a["grid"][0] - 1
+    np.testing.assert_array_equal(a["tokens"][~last], b["tokens"][~last])  # only the tail changes
+    c = config.vae.latent_channels
+    expected = standardise(np.full(c, 7.0, np.float32), cache["stats"])  # the still, standardised
+    np.testing.assert_allclose(b["tokens"][last].reshape(-1, c) - expected, 0.0, atol=1e-5)
+    assert b["cond_mask"][last].all() and not b["cond_mask"][~last].any()
+
+
 def test_pixels_land_in_latent_space_as_the_causal_vae_encodes_them(pipe):
   video = render(make_spec("red", "circle", "right", num_frames=9, height=16, width=16))
   whole = pipe.encode(video)
@@ -99,6 +126,9 @@ def test_pixels_land_in_latent_space_as_the_causal_vae_encodes_them(pipe):
   assert tail.frame == 2 and tail.latents.shape == whole[2:].shape
   image = encode_given(pipe.encode, video[-1:], -1, 9)  # the last frame alone: a still group
   assert image.frame == 2 and image.latents.shape == (1,) + whole.shape[1:]
+  # A still group encodes as the image alone (every latent frame of a still video is its first).
+  still = np.repeat(video[-1:], 13, axis=0)
+  np.testing.assert_allclose(image.latents, pipe.encode(still)[-1:], atol=1e-4)
   assert encode_given(pipe.encode, video[:1], 6, 9).frame == 2  # frames 5..8 share latent frame 2
   with pytest.raises(ConfigError, match="a clip at frame 0 needs 1 \\+ 4k frames, got 4"):
     encode_given(pipe.encode, video[:4], 0, 9)
@@ -199,6 +229,10 @@ def test_loop_and_long_video(pipe):
   np.testing.assert_allclose(
       np.concatenate(alone).astype(int), np.concatenate([c[0] for c in chunks]).astype(int), atol=1
   )
+  # A long video can open on a picture: its first frame is the picture's VAE round trip.
+  image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+  first, *_ = modes.long_videos(pipe, prompts[:1], total_frames=9, overlap=1, first_frames=[image], **size, **args)
+  np.testing.assert_array_equal(first[0][0], pipe.decode(pipe.encode(image[None]))[0])
 
 
 @pytest.mark.parametrize(

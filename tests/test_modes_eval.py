@@ -114,6 +114,20 @@ def test_chunks_of_a_long_video():
   assert chunk_scores(video, "red", "right", chunk_frames=16)["direction_all"] == 0.75
 
 
+def test_long_videos_are_scored_where_their_track_fits():
+  from sora_jax.evaluation.shapes import eval_prompts, true_clip
+  from sora_jax.mode_evaluation import LONG_LENGTH, LONG_SPEED, long_prompts
+
+  chosen = long_prompts(eval_prompts(), 17)
+  assert len(chosen) == 8  # the held-out prompts moving along an axis
+  for p, i in chosen:
+    assert p["caption"].endswith(LONG_SPEED) and (p["height"], p["width"]) in ((32, 64), (64, 32))
+    # The true long video (its first frame is the one given) keeps colour and motion in every chunk.
+    video = true_clip(p, i, num_frames=LONG_LENGTH * 17, speed=LONG_SPEED)
+    scores = chunk_scores(video, p["colour"], p["direction"], chunk_frames=17)
+    assert scores["colour_all"] == 1.0 and scores["direction_all"] == 1.0, p["caption"]
+
+
 def test_shape_never_found_scores_false():
   blank = np.full((17, H, W, 3), 40, np.uint8)
   frame = _clip()[0]

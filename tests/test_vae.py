@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from sora_jax.models.vae import CausalVAE, decode_chunked, encode_chunked, vae_loss
+from sora_jax.models.vae import CausalVAE, decode_chunked, encode_chunked, pca_init, vae_loss
 
 VAE = CausalVAE(latent_channels=4, base_channels=8, channel_mult=(1, 2, 2, 2))
 
@@ -129,3 +129,37 @@ def test_training_lowers_loss(params):
     assert set(history[0]) >= {"loss", "recon", "kl", "psnr"}
     assert history[-1]["loss"] < history[0]["loss"]
     assert history[-1]["psnr"] > history[0]["psnr"]
+
+
+def _shape_clips(n, frames=9, size=32):
+    from sora_jax.data.synthetic import render, sample_spec
+
+    rng = np.random.default_rng(0)
+    clips = [render(sample_spec(rng, frames=(frames,), sizes=((size, size),))) for _ in range(n)]
+    return np.stack(clips).astype(np.float32) / 127.5 - 1.0
+
+
+def test_motion_weighted_pca_keeps_motion_within_a_latent_frame():
+    # 16 latent channels, as the shapes job: the linear path alone (deep paths start at zero).
+    vae = CausalVAE(latent_channels=16, base_channels=8, channel_mult=(1, 2, 2, 2))
+    params = jax.jit(vae.init)(_key(0), jnp.zeros((1, 1, 16, 16, 3)))["params"]
+    fit, test = _shape_clips(64), _shape_clips(16)[::-1]
+    def within_steps(videos):  # how far the shape's centroid moves inside latent frame 1
+        from sora_jax.evaluation.shapes import centroids
+
+        tracks = [centroids(v[1:5].max(-1) > 0.0) for v in np.asarray(videos)]  # shapes are bright
+        return np.nanmean([np.linalg.norm(np.diff(t, axis=0), axis=-1) for t in tracks])
+
+    kept = {}
+    for weight in (1.0, 4.0):
+        p = pca_init(vae, params, fit, motion_weight=weight)
+        mean, _ = vae.apply({"params": p}, test, method="encode")
+        recon = vae.apply({"params": p}, mean, method="decode")
+        kept[weight] = within_steps(recon) / within_steps(test)
+        # The weighted encoder inverts the weighted decoder on latents (after frame 0, whose
+        # group is decoded to one frame).
+        z = jax.random.normal(_key(1), (2, 3, 4, 4, 16))
+        again, _ = vae.apply({"params": p}, vae.apply({"params": p}, z, method="decode"), method="encode")
+        np.testing.assert_allclose(again[:, 1:], z[:, 1:], atol=1e-3)
+    # Plain PCA spends its components on the frames' mean: a moving shape decodes still.
+    assert kept[1.0] < 0.5 < kept[4.0], kept

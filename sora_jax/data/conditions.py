@@ -87,11 +87,14 @@ def token_masks(conditions, num_latent_frames, positions, patch_t):
   return per_patch(held).all(1)[token_t], per_patch(release).max(1)[token_t]
 
 
-def draw_conditions(strategy, z, patch_t, rng):
+def draw_conditions(strategy, z, patch_t, rng, still_tail=None):
   """Training: the conditions of one mask strategy, taken from the example's own latent z.
 
   Spans are drawn in temporal patches, so every conditioned token is whole; at least one
   patch is always left to generate (with 2 patches, head + tail falls back to the head).
+  still_tail: the latent [1, h, w, C] of the example's last frame as a still group
+  (`still_latent`): image_tail conditions on it, as sampling does with a picture at the last
+  frame, rather than on the true (moving) last group, when the temporal patch is 1.
   """
   n = len(z) // patch_t
   if strategy is None or n < 2:
@@ -100,6 +103,8 @@ def draw_conditions(strategy, z, patch_t, rng):
   if strategy == "image_head" or (strategy == "head_tail" and n == 2):
     return [span(0, 1)]
   if strategy == "image_tail":
+    if still_tail is not None and patch_t == 1:
+      return [Condition(np.asarray(still_tail, np.float32), len(z) - 1)]
     return [span(n - 1, n)]
   if strategy == "head_tail":
     return [span(0, 1), span(n - 1, n)]
@@ -156,10 +161,12 @@ def encode_given(encode, frames, at, num_frames, strength=1.0, window_groups=WIN
   - At frame 0: the clip is the start of a causal video, encoded as its own video (exact);
     it must hold 1 + 4k frames.
   - After frame 0: latent frame j covers frames 4j-3..4j and depends on what came before. A
-    clip must fill whole groups (start at 4j-3, 4k frames); a single image fills its group
-    with copies of itself (a still group). The clip is encoded after `window_groups` groups of
-    copies of its first frame, a causal window standing in for the unknown past, and its last
-    latents are kept.
+    clip must fill whole groups (start at 4j-3, 4k frames) and is encoded after `window_groups`
+    groups of copies of its first frame, a causal window standing in for the unknown past; its
+    last latents are kept.
+  - A single image after frame 0 fills its group with copies of itself (a still group). Every
+    latent frame of a still video equals its first (causal padding repeats frame 0, which is
+    grouped with copies of itself), so that is the image's own latent: `still_latent`.
   """
   frames = np.asarray(frames, np.uint8)
   count = len(frames)
@@ -174,8 +181,8 @@ def encode_given(encode, frames, at, num_frames, strength=1.0, window_groups=WIN
     return Condition(encode(frames), 0, strength)
   j = latent_frame_of(first, num_frames)
   if count == 1:
-    frames = np.repeat(frames, VAE_TEMPORAL, axis=0)
-  elif (first - 1) % VAE_TEMPORAL or count % VAE_TEMPORAL:
+    return Condition(still_latent(encode, frames[0]), j, strength)
+  if (first - 1) % VAE_TEMPORAL or count % VAE_TEMPORAL:
     raise ConfigError(
         f"a clip after frame 0 must start at frame 4j-3 (1, 5, 9, ...) and hold 4k frames; "
         f"got {count} frames at frame {first}"
@@ -183,3 +190,11 @@ def encode_given(encode, frames, at, num_frames, strength=1.0, window_groups=WIN
   k = len(frames) // VAE_TEMPORAL
   window = np.concatenate([np.repeat(frames[:1], 1 + VAE_TEMPORAL * window_groups, axis=0), frames])
   return Condition(encode(window)[-k:], j, strength)
+
+
+def still_latent(encode, image):
+  """The latent [1, h, w, C] of a still group of `image` (uint8 [H, W, 3]) anywhere in a video:
+  the image encoded alone (measured equal to encoding it after a still window, to 1e-5 of the
+  latents' spread). Training's image_tail strategy conditions on this (`draw_conditions`), as
+  sampling gives a picture at a later frame."""
+  return encode(np.asarray(image, np.uint8)[None])

@@ -4,6 +4,7 @@ A video is one coloured shape moving in a straight line at constant speed over a
 background. Colours are saturated and backgrounds dark and grey-ish, so the evaluator
 (`sora_jax.evaluation.shapes`) can read back colour, motion and shape from pixels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,56 +53,64 @@ _TINTS = ((40, 40, 40), (62, 58, 52), (34, 42, 58), (48, 60, 48), (72, 72, 76), 
 # (colour, shape, direction) combinations never shown in training, to test composition.
 # Each colour and each direction appears twice, so every pair still occurs in training.
 HELD_OUT: tuple[tuple[str, str, str], ...] = (
-    ("red", "circle", "right"), ("red", "triangle", "up-left"),
-    ("green", "square", "left"), ("green", "circle", "down-right"),
-    ("blue", "triangle", "up"), ("blue", "square", "down-left"),
-    ("yellow", "circle", "down"), ("yellow", "triangle", "up-right"),
-    ("magenta", "square", "up-right"), ("magenta", "circle", "left"),
-    ("cyan", "triangle", "down-left"), ("cyan", "square", "right"),
-    ("white", "circle", "up-left"), ("white", "triangle", "down"),
-    ("orange", "square", "down-right"), ("orange", "circle", "up"),
+    ("red", "circle", "right"),
+    ("red", "triangle", "up-left"),
+    ("green", "square", "left"),
+    ("green", "circle", "down-right"),
+    ("blue", "triangle", "up"),
+    ("blue", "square", "down-left"),
+    ("yellow", "circle", "down"),
+    ("yellow", "triangle", "up-right"),
+    ("magenta", "square", "up-right"),
+    ("magenta", "circle", "left"),
+    ("cyan", "triangle", "down-left"),
+    ("cyan", "square", "right"),
+    ("white", "circle", "up-left"),
+    ("white", "triangle", "down"),
+    ("orange", "square", "down-right"),
+    ("orange", "circle", "up"),
 )
 
 
 @dataclass(frozen=True)
 class ShapeSpec:
-    colour: str
-    shape: str
-    direction: str
-    speed: str
-    background: str
-    num_frames: int
-    height: int
-    width: int
-    start: tuple[float, float]  # centre (y, x) in pixels at frame 0
-    radius: float  # half-extent of the shape's bounding box, in pixels
-    bg_seed: int  # picks the background tints and texture
+  colour: str
+  shape: str
+  direction: str
+  speed: str
+  background: str
+  num_frames: int
+  height: int
+  width: int
+  start: tuple[float, float]  # centre (y, x) in pixels at frame 0
+  radius: float  # half-extent of the shape's bounding box, in pixels
+  bg_seed: int  # picks the background tints and texture
 
 
 def caption(spec: ShapeSpec, rng: np.random.Generator | None = None, *, opening_motion: float = 0.0) -> str:
-    """Full caption, or with `rng` the speed and background clauses each dropped w.p. 0.5.
+  """Full caption, or with `rng` the speed and background clauses each dropped w.p. 0.5.
 
-    A 1-frame spec names no motion, unless it is the opening frame of a moving track (the
-    latent cache's prefixes): then, with `rng`, its caption keeps the motion w.p. `opening_motion`.
-    Where a shape starts depends on where it will go (its track stays in frame): these captions
-    teach the model that placement (`sample.first_frame`, docs/design.md).
-    """
-    keep_speed = rng is None or rng.random() < 0.5
-    keep_bg = rng is None or rng.random() < 0.5
-    text = f"a {spec.colour} {spec.shape}"
-    # No draw when opening_motion is 0: captions of existing runs and datasets stay as they were.
-    if spec.num_frames > 1 or (rng is not None and opening_motion and rng.random() < opening_motion):
-        text += f" moves {DIRECTION_PHRASES[spec.direction]}"
-        if keep_speed:
-            text += f" {spec.speed}"
-    if keep_bg:
-        text += f" on a {spec.background} background"
-    return text
+  A 1-frame spec names no motion, unless it is the opening frame of a moving track (the
+  latent cache's prefixes): then, with `rng`, its caption keeps the motion w.p. `opening_motion`.
+  Where a shape starts depends on where it will go (its track stays in frame): these captions
+  teach the model that placement (`sample.first_frame`, docs/design.md).
+  """
+  keep_speed = rng is None or rng.random() < 0.5
+  keep_bg = rng is None or rng.random() < 0.5
+  text = f"a {spec.colour} {spec.shape}"
+  # No draw when opening_motion is 0: captions of existing runs and datasets stay as they were.
+  if spec.num_frames > 1 or (rng is not None and opening_motion and rng.random() < opening_motion):
+    text += f" moves {DIRECTION_PHRASES[spec.direction]}"
+    if keep_speed:
+      text += f" {spec.speed}"
+  if keep_bg:
+    text += f" on a {spec.background} background"
+  return text
 
 
 def _step(direction: str, speed: str, height: int, width: int) -> np.ndarray:
-    """Per-frame (dy, dx) displacement in pixels."""
-    return np.asarray(DIRECTIONS[direction]) * SPEEDS[speed] * min(height, width)
+  """Per-frame (dy, dx) displacement in pixels."""
+  return np.asarray(DIRECTIONS[direction]) * SPEEDS[speed] * min(height, width)
 
 
 def sample_spec(
@@ -112,112 +121,141 @@ def sample_spec(
     exclude=HELD_OUT,
     textured=0.5,
 ) -> ShapeSpec:
-    """A random spec whose (colour, shape, direction) is not in `exclude`; a `textured` fraction
-    of backgrounds is textured, the rest plain."""
-    excluded = set(exclude)
-    while True:
-        combo = (rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(DIRECTIONS)))
-        if combo not in excluded:
-            break
-    colour, shape, direction = (str(c) for c in combo)
-    speed = str(rng.choice(list(SPEEDS)))
-    num_frames = int(rng.choice(frames))
-    height, width = (int(s) for s in sizes[rng.integers(len(sizes))])
-    radius = float(rng.uniform(0.14, 0.2) * min(height, width))
-    disp = _step(direction, speed, height, width) * (num_frames - 1)
-    start = []
-    for d, size in zip(disp, (height, width)):
-        # Keep centre +- radius inside [0, size - 1] on every frame of the track.
-        lo, hi = radius - min(d, 0.0), size - 1 - radius - max(d, 0.0)
-        start.append(float(rng.uniform(lo, hi)) if lo <= hi else (size - 1 - d) / 2)
-    background = BACKGROUNDS[int(rng.random() < textured)]
-    return ShapeSpec(colour, shape, direction, speed, background, num_frames,
-                     height, width, (start[0], start[1]), radius, int(rng.integers(2**31)))
+  """A random spec whose (colour, shape, direction) is not in `exclude`; a `textured` fraction
+  of backgrounds is textured, the rest plain."""
+  excluded = set(exclude)
+  while True:
+    combo = (rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(DIRECTIONS)))
+    if combo not in excluded:
+      break
+  colour, shape, direction = (str(c) for c in combo)
+  speed = str(rng.choice(list(SPEEDS)))
+  num_frames = int(rng.choice(frames))
+  height, width = (int(s) for s in sizes[rng.integers(len(sizes))])
+  radius = float(rng.uniform(0.14, 0.2) * min(height, width))
+  disp = _step(direction, speed, height, width) * (num_frames - 1)
+  start = []
+  for d, size in zip(disp, (height, width)):
+    # Keep centre +- radius inside [0, size - 1] on every frame of the track.
+    lo, hi = radius - min(d, 0.0), size - 1 - radius - max(d, 0.0)
+    start.append(float(rng.uniform(lo, hi)) if lo <= hi else (size - 1 - d) / 2)
+  background = BACKGROUNDS[int(rng.random() < textured)]
+  return ShapeSpec(
+      colour,
+      shape,
+      direction,
+      speed,
+      background,
+      num_frames,
+      height,
+      width,
+      (start[0], start[1]),
+      radius,
+      int(rng.integers(2**31)),
+  )
 
 
-def make_spec(colour, shape, direction, *, num_frames, height, width, speed="quickly",
-              background="plain", seed=0) -> ShapeSpec:
-    """A spec for a given combination with its track centred in the frame."""
-    disp = _step(direction, speed, height, width) * (num_frames - 1)
-    start = ((height - 1 - disp[0]) / 2, (width - 1 - disp[1]) / 2)
-    return ShapeSpec(colour, shape, direction, speed, background, num_frames, height, width,
-                     (float(start[0]), float(start[1])), 0.17 * min(height, width), seed)
+def make_spec(
+    colour, shape, direction, *, num_frames, height, width, speed="quickly", background="plain", seed=0
+) -> ShapeSpec:
+  """A spec for a given combination with its track centred in the frame."""
+  disp = _step(direction, speed, height, width) * (num_frames - 1)
+  start = ((height - 1 - disp[0]) / 2, (width - 1 - disp[1]) / 2)
+  return ShapeSpec(
+      colour,
+      shape,
+      direction,
+      speed,
+      background,
+      num_frames,
+      height,
+      width,
+      (float(start[0]), float(start[1])),
+      0.17 * min(height, width),
+      seed,
+  )
 
 
 def track(spec: ShapeSpec) -> np.ndarray:
-    """True centre (y, x) per frame, float32 [T, 2]."""
-    t = np.arange(spec.num_frames, dtype=np.float64)[:, None]
-    step = _step(spec.direction, spec.speed, spec.height, spec.width)
-    return (np.asarray(spec.start) + t * step).astype(np.float32)
+  """True centre (y, x) per frame, float32 [T, 2]."""
+  t = np.arange(spec.num_frames, dtype=np.float64)[:, None]
+  step = _step(spec.direction, spec.speed, spec.height, spec.width)
+  return (np.asarray(spec.start) + t * step).astype(np.float32)
 
 
 def _background(spec: ShapeSpec) -> np.ndarray:
-    rng = np.random.default_rng(spec.bg_seed)
-    h, w = spec.height, spec.width
-    a, b = (np.asarray(_TINTS[i], np.float32) for i in rng.choice(len(_TINTS), 2, replace=False))
-    if spec.background == "plain":
-        return np.broadcast_to(a, (h, w, 3)).copy()
-    y, x = np.mgrid[:h, :w]
-    cell = int(rng.integers(3, 9))
-    kind = rng.integers(3)
-    if kind == 0:  # checkerboard
-        mix = ((y // cell + x // cell) % 2).astype(np.float32)
-    elif kind == 1:  # stripes, horizontal / vertical / diagonal
-        coord = (y, x, y + x)[rng.integers(3)]
-        mix = ((coord // cell) % 2).astype(np.float32)
-    else:  # value noise: coarse random grid, bilinearly upsampled
-        grid = rng.random((h // cell + 2, w // cell + 2), dtype=np.float32)
-        gy, gx = y / cell, x / cell
-        y0, x0 = gy.astype(int), gx.astype(int)
-        fy, fx = gy - y0, gx - x0
-        mix = ((grid[y0, x0] * (1 - fx) + grid[y0, x0 + 1] * fx) * (1 - fy)
-               + (grid[y0 + 1, x0] * (1 - fx) + grid[y0 + 1, x0 + 1] * fx) * fy)
-    return a + (b - a) * mix[..., None]
+  rng = np.random.default_rng(spec.bg_seed)
+  h, w = spec.height, spec.width
+  a, b = (np.asarray(_TINTS[i], np.float32) for i in rng.choice(len(_TINTS), 2, replace=False))
+  if spec.background == "plain":
+    return np.broadcast_to(a, (h, w, 3)).copy()
+  y, x = np.mgrid[:h, :w]
+  cell = int(rng.integers(3, 9))
+  kind = rng.integers(3)
+  if kind == 0:  # checkerboard
+    mix = ((y // cell + x // cell) % 2).astype(np.float32)
+  elif kind == 1:  # stripes, horizontal / vertical / diagonal
+    coord = (y, x, y + x)[rng.integers(3)]
+    mix = ((coord // cell) % 2).astype(np.float32)
+  else:  # value noise: coarse random grid, bilinearly upsampled
+    grid = rng.random((h // cell + 2, w // cell + 2), dtype=np.float32)
+    gy, gx = y / cell, x / cell
+    y0, x0 = gy.astype(int), gx.astype(int)
+    fy, fx = gy - y0, gx - x0
+    mix = (grid[y0, x0] * (1 - fx) + grid[y0, x0 + 1] * fx) * (1 - fy) + (
+        grid[y0 + 1, x0] * (1 - fx) + grid[y0 + 1, x0 + 1] * fx
+    ) * fy
+  return a + (b - a) * mix[..., None]
 
 
 def _mask(shape: str, cy: float, cx: float, r: float, h: int, w: int) -> np.ndarray:
-    y, x = np.mgrid[:h, :w]
-    dy, dx = y - cy, x - cx
-    if shape == "circle":
-        return dy**2 + dx**2 <= r**2
-    if shape == "square":
-        return (np.abs(dy) <= r) & (np.abs(dx) <= r)
-    # Upward isosceles triangle filling half its 2r x 2r bounding box.
-    return (dy <= r) & (np.abs(dx) <= (dy + r) / 2)
+  y, x = np.mgrid[:h, :w]
+  dy, dx = y - cy, x - cx
+  if shape == "circle":
+    return dy**2 + dx**2 <= r**2
+  if shape == "square":
+    return (np.abs(dy) <= r) & (np.abs(dx) <= r)
+  # Upward isosceles triangle filling half its 2r x 2r bounding box.
+  return (dy <= r) & (np.abs(dx) <= (dy + r) / 2)
 
 
 def render(spec: ShapeSpec) -> np.ndarray:
-    """uint8 [T, H, W, 3] video of the spec."""
-    bg = _background(spec)
-    colour = np.asarray(COLOURS[spec.colour], np.float32)
-    video = np.empty((spec.num_frames, spec.height, spec.width, 3), np.uint8)
-    for t, (cy, cx) in enumerate(track(spec)):
-        m = _mask(spec.shape, cy, cx, spec.radius, spec.height, spec.width)
-        video[t] = np.where(m[..., None], colour, bg).round().astype(np.uint8)
-    return video
+  """uint8 [T, H, W, 3] video of the spec."""
+  bg = _background(spec)
+  colour = np.asarray(COLOURS[spec.colour], np.float32)
+  video = np.empty((spec.num_frames, spec.height, spec.width, 3), np.uint8)
+  for t, (cy, cx) in enumerate(track(spec)):
+    m = _mask(spec.shape, cy, cx, spec.radius, spec.height, spec.width)
+    video[t] = np.where(m[..., None], colour, bg).round().astype(np.uint8)
+  return video
 
 
 class ShapesSource:
-    """Random-access dataset of shape videos; example i depends only on (seed, i)."""
+  """Random-access dataset of shape videos; example i depends only on (seed, i)."""
 
-    def __init__(self, seed: int, size: int | None = None, **sample_spec_kwargs):
-        self.seed = seed
-        self.size = size
-        self.sample_spec_kwargs = sample_spec_kwargs
+  def __init__(self, seed: int, size: int | None = None, **sample_spec_kwargs):
+    self.seed = seed
+    self.size = size
+    self.sample_spec_kwargs = sample_spec_kwargs
 
-    @classmethod
-    def of_config(cls, config, size: int | None = None) -> "ShapesSource":
-        """The shapes job's training videos: its seed, sizes and backgrounds, at the longest
-        duration (shorter examples are prefixes)."""
-        return cls(config.seed, size, frames=(max(config.data.frames),),
-                   sizes=tuple(map(tuple, config.data.sizes)), textured=config.data.textured_fraction)
+  @classmethod
+  def of_config(cls, config, size: int | None = None) -> "ShapesSource":
+    """The shapes job's training videos: its seed, sizes and backgrounds, at the longest
+    duration (shorter examples are prefixes)."""
+    return cls(
+        config.seed,
+        size,
+        frames=(max(config.data.frames),),
+        sizes=tuple(map(tuple, config.data.sizes)),
+        textured=config.data.textured_fraction,
+    )
 
-    def __len__(self) -> int:
-        return self.size if self.size is not None else 2**31 - 1
+  def __len__(self) -> int:
+    return self.size if self.size is not None else 2**31 - 1
 
-    def __getitem__(self, i: int) -> dict:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        rng = np.random.default_rng([self.seed, i])
-        spec = sample_spec(rng, **self.sample_spec_kwargs)
-        return {"video": render(spec), "caption": caption(spec, rng), "spec": spec}
+  def __getitem__(self, i: int) -> dict:
+    if not 0 <= i < len(self):
+      raise IndexError(i)
+    rng = np.random.default_rng([self.seed, i])
+    spec = sample_spec(rng, **self.sample_spec_kwargs)
+    return {"video": render(spec), "caption": caption(spec, rng), "spec": spec}

@@ -138,19 +138,31 @@ def eval_prompts(num_frames: int = 17, height: int = 48, width: int = 48) -> lis
   ]
 
 
-def true_clip(prompt: dict, index: int, colour: str | None = None) -> np.ndarray:
-  """The true video of eval prompt `index` (track centred, quick speed), optionally in another
-  colour: uint8 [T, H, W, 3]."""
-  spec = make_spec(
+def true_spec(
+    prompt: dict,
+    index: int,
+    colour: str | None = None,
+    *,
+    num_frames: int | None = None,
+    speed: str = "quickly",
+):
+  """The spec of eval prompt `index`'s true video: its track centred, at the quick speed unless
+  `speed`, optionally in another colour or of another length."""
+  return make_spec(
       colour or prompt["colour"],
       prompt["shape"],
       prompt["direction"],
-      num_frames=prompt["num_frames"],
+      num_frames=num_frames or prompt["num_frames"],
       height=prompt["height"],
       width=prompt["width"],
+      speed=speed,
       seed=index,
   )
-  return render(spec)
+
+
+def true_clip(prompt: dict, index: int, colour: str | None = None, **kwargs) -> np.ndarray:
+  """The true video of eval prompt `index` (`true_spec`): uint8 [T, H, W, 3]."""
+  return render(true_spec(prompt, index, colour, **kwargs))
 
 
 def opening_frames(prompts: list[dict]) -> list[np.ndarray]:

@@ -1,4 +1,5 @@
 """Stage 2: encode the synthetic videos once, then train the packed DiT on their latents."""
+
 import dataclasses
 import os
 import pickle
@@ -11,7 +12,7 @@ import numpy as np
 from sora_jax.config import VAE_TEMPORAL
 from sora_jax.files import atomic_path
 from sora_jax.data.budget import drop_rate, drop_tokens
-from sora_jax.data.conditions import draw_conditions, draw_strategy, token_masks
+from sora_jax.data.conditions import apply_conditions, draw_conditions, draw_strategy
 from sora_jax.data.latent_cache import cached_latents, encoded_clips
 from sora_jax.data.latents import channel_stats, encode_videos, standardise
 from sora_jax.data.packing import empty_batch
@@ -34,17 +35,30 @@ def training_latents(config, workdir, vae, vae_params):
   from cached latents (config.data.latents), prepared clips encoded as they are read
   (config.data.clips), or else the synthetic shapes."""
   if config.data.latents or config.data.clips:
-    data = cached_latents(config.data.latents) if config.data.latents else encoded_clips(
-        config.data.clips, vae, vae_params, budget=config.train.row_length, patch=tuple(config.model.patch))
+    data = (
+        cached_latents(config.data.latents)
+        if config.data.latents
+        else encoded_clips(
+            config.data.clips,
+            vae,
+            vae_params,
+            budget=config.train.row_length,
+            patch=tuple(config.model.patch),
+        )
+    )
     return data, data.caption_at, data.stats
   return shapes_data(config, latent_cache(config, workdir, vae, vae_params))
 
 
 def shapes_data(config, cache):
   """The synthetic latent cache as training data; captions are re-drawn (short/long forms), and
-  its 1-frame examples are the opening frames of moving tracks."""
+  its 1-frame examples are the opening frames of moving tracks. Entries are (mean, std) or,
+  with the cache's still tails, (mean, std, still tail)."""
   caption_at = lambda i, rng: caption(cache["specs"][i], rng, opening_motion=config.data.opening_frame_motion)
-  return cache["latents"], caption_at, cache["stats"]
+  latents = cache["latents"]
+  if "still_tails" in cache:  # caches written before still tails hold (mean, std) only
+    latents = [(m, s, t) for (m, s), t in zip(latents, cache["still_tails"])]
+  return latents, caption_at, cache["stats"]
 
 
 def latent_cache(config, workdir, vae, vae_params):
@@ -66,7 +80,13 @@ def latent_cache(config, workdir, vae, vae_params):
     keep = 1 + (int(f) - 1) // VAE_TEMPORAL
     specs.append(dataclasses.replace(e["spec"], num_frames=int(f)))
     latents.append((mean[:keep], std[:keep]))
-  cache = {"latents": latents, "specs": specs, "stats": channel_stats(latents)}
+  # Each video's last frame as a still group, as sampling encodes a picture given there
+  # (conditions.still_latent: the image encoded alone), for the image_tail strategy.
+  stills = encode_videos(
+      vae, vae_params, [e["video"][int(f) - 1 : int(f)] for e, f in zip(examples, lengths)]
+  )
+  tails = [mean if f > 1 else None for (mean, _), f in zip(stills, lengths)]
+  cache = {"latents": latents, "specs": specs, "stats": channel_stats(latents), "still_tails": tails}
   with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a killed run never leaves a half cache
     pickle.dump(cache, f)
   return cache
@@ -77,15 +97,20 @@ def latent_example(config, latent, stats, caption_text):
   patch = tuple(config.model.patch)
   z = standardise(latent, stats)
   grid = patch_grid(z.shape[:3], patch)
-  return {"tokens": patchify(z, patch).astype(np.float32), "positions": grid_positions(grid),
-          "grid": np.array(grid, np.int32), "text_ids": caption_ids(config, [caption_text])[0]}
+  return {
+      "tokens": patchify(z, patch).astype(np.float32),
+      "positions": grid_positions(grid),
+      "grid": np.array(grid, np.int32),
+      "text_ids": caption_ids(config, [caption_text])[0],
+  }
 
 
 def dit_examples(config, data, shard=0, num_shards=1):
   """example_at(position, step) -> packable example: the stream of host `shard`, going through
   the data in a new random order each epoch (hosts take alternate positions).
 
-  data: (latents, caption_at, stats) as `training_latents` returns.
+  data: (latents, caption_at, stats) as `training_latents` returns; a latent entry is (mean,
+  std) or (mean, std, still tail) (`shapes_data`).
   """
   latents, caption_at, stats = data
   order = epoch_order(len(latents), config.seed, shard, num_shards)
@@ -95,7 +120,8 @@ def dit_examples(config, data, shard=0, num_shards=1):
   def example_at(position, step):
     rng = host_rng(config.seed, 2, position, shard)
     index = order[position]
-    mean, std = latents[index]
+    mean, std, *rest = latents[index]
+    still_tail = rest[0] if rest else None  # see shapes_data
     z = mean + std * rng.standard_normal(mean.shape).astype(np.float32)  # posterior sample
     text = "" if rng.random() < config.data.caption_dropout else caption_at(index, rng)
     example = latent_example(config, z, stats, text)
@@ -104,46 +130,73 @@ def dit_examples(config, data, shard=0, num_shards=1):
     # frame (causal VAE), so the image head is image-to-video.
     strategy = draw_strategy(config.data.cond, rng) if example["grid"][0] > 1 else None
     if strategy:
-      conditions = draw_conditions(strategy, z, patch_t, rng)
-      example["cond_mask"], _ = token_masks(conditions, len(z), example["positions"], patch_t)
+      conditions = draw_conditions(strategy, z, patch_t, rng, still_tail=still_tail)
+      given, example["cond_mask"], _ = apply_conditions(z, conditions, example["positions"], patch_t)
+      # The given frames are the example's own, but for a still tail in place of its last group.
+      example["tokens"] = patchify(standardise(given, stats), tuple(config.model.patch)).astype(np.float32)
     rate = drop_rate(step, *token_drop)
     return drop_tokens(example, rate, rng) if rate > 0 else example
+
   return example_at
 
 
 def dit_batches(config, data, shard=0, num_shards=1):
   """The packed batches of host `shard` (rows / num_shards rows each), checkpointable."""
   t = config.train
-  flops = lambda batch: {"model_flops": dit_train_flops(config.model, patch_dim(config),
-                                                        config.model.text.max_len, batch["grid"])}
-  return PackedBatches(dit_examples(config, data, shard, num_shards), rows=t.rows // num_shards,
-                       row_length=t.row_length, max_per_row=t.max_per_row, batch_metrics=flops)
+  flops = lambda batch: {
+      "model_flops": dit_train_flops(
+          config.model, patch_dim(config), config.model.text.max_len, batch["grid"]
+      )
+  }
+  return PackedBatches(
+      dit_examples(config, data, shard, num_shards),
+      rows=t.rows // num_shards,
+      row_length=t.row_length,
+      max_per_row=t.max_per_row,
+      batch_metrics=flops,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class DiTTraining:
   """The pure pieces of DiT training, shared by `train`, `aot` and the sharding tests."""
+
   model: Any
-  init_state: Callable       # rng -> TrainState whose params carry logical axis names
-  loss_fn: Callable          # (params, batch, rng) -> (loss, metrics)
-  train_step: Callable       # (state, batch, rng) -> (state, metrics)
-  batch_shapes: dict         # {key: ShapeDtypeStruct} of the global packed batch
+  init_state: Callable  # rng -> TrainState whose params carry logical axis names
+  loss_fn: Callable  # (params, batch, rng) -> (loss, metrics)
+  train_step: Callable  # (state, batch, rng) -> (state, metrics)
+  batch_shapes: dict  # {key: ShapeDtypeStruct} of the global packed batch
 
   def denoise(self, params, batch, t):
     """One DiT evaluation of a packed batch at per-example times t [B, E] (a sampling step)."""
-    return self.model.apply({"params": params}, batch["tokens"], batch["segment_ids"], batch["positions"],
-                            batch["cond_mask"], t, batch["text_ids"])
+    return self.model.apply(
+        {"params": params},
+        batch["tokens"],
+        batch["segment_ids"],
+        batch["positions"],
+        batch["cond_mask"],
+        t,
+        batch["text_ids"],
+    )
 
 
 def dit_training(config):
   model = build_dit(config)
   objective = make_objective(config.diffusion)
   tc = config.train
-  tx, schedule = make_optimizer(lr=tc.lr, warmup=tc.warmup, total_steps=tc.steps,
-                                weight_decay=tc.weight_decay, grad_clip=tc.grad_clip,
-                                schedule=tc.schedule, accumulate=tc.grad_accum)
-  batch_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), empty_batch(
-      1, tc.row_length, tc.max_per_row, patch_dim(config), config.model.text.max_len))
+  tx, schedule = make_optimizer(
+      lr=tc.lr,
+      warmup=tc.warmup,
+      total_steps=tc.steps,
+      weight_decay=tc.weight_decay,
+      grad_clip=tc.grad_clip,
+      schedule=tc.schedule,
+      accumulate=tc.grad_accum,
+  )
+  batch_shapes = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+      empty_batch(1, tc.row_length, tc.max_per_row, patch_dim(config), config.model.text.max_len),
+  )
   batch_shapes = {k: jax.ShapeDtypeStruct((tc.rows,) + v.shape[1:], v.dtype) for k, v in batch_shapes.items()}
 
   def init_state(rng):
@@ -151,17 +204,21 @@ def dit_training(config):
     # forward pass is dead code (only the params are returned).
     x = {k: jnp.zeros(v.shape, v.dtype) for k, v in batch_shapes.items()}
     t0 = jnp.zeros(x["grid"].shape[:2])
-    params = model.init(rng, x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t0,
-                        x["text_ids"])["params"]
+    params = model.init(
+        rng, x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t0, x["text_ids"]
+    )["params"]
     return create_state(params, tx)
 
   def loss_fn(params, batch, rng):
     apply = lambda *a: model.apply({"params": params}, *a)
-    return diffusion_loss(apply, objective, batch, rng,
-                          shift_base_tokens=config.diffusion.shift_base_tokens), {}
+    return (
+        diffusion_loss(apply, objective, batch, rng, shift_base_tokens=config.diffusion.shift_base_tokens),
+        {},
+    )
 
-  return DiTTraining(model, init_state, loss_fn, make_train_step(loss_fn, tx, schedule, tc.ema_decay),
-                     batch_shapes)
+  return DiTTraining(
+      model, init_state, loss_fn, make_train_step(loss_fn, tx, schedule, tc.ema_decay), batch_shapes
+  )
 
 
 def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
@@ -175,15 +232,28 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
   step_fn = sharded_train_step(training.train_step, mesh, state_sharding, shardings)
 
   tc = config.train
+
   def sample_hook(step, state, writer):
     if step % tc.sample_every == 0:
       on_sample(step, state.ema_params, data[2], writer)
+
   hooks = [sample_hook] if on_sample is not None and tc.sample_every else []
-  state = fit("dit", workdir=workdir, state=state, train_step=step_fn,
-              data=dit_batches(config, data, jax.process_index(), jax.process_count()),
-              put_batch=lambda local: global_batch(local, shardings, tc.rows), config=config.to_dict(),
-              num_steps=tc.steps, seed=config.seed + 1, log_every=tc.log_every,
-              checkpoint_every=tc.checkpoint_every, max_nonfinite_in_row=tc.max_nonfinite_in_row,
-              peak_flops=tc.peak_flops, keep_checkpoints=tc.keep_checkpoints, keep_period=tc.keep_period,
-              hooks=hooks)
+  state = fit(
+      "dit",
+      workdir=workdir,
+      state=state,
+      train_step=step_fn,
+      data=dit_batches(config, data, jax.process_index(), jax.process_count()),
+      put_batch=lambda local: global_batch(local, shardings, tc.rows),
+      config=config.to_dict(),
+      num_steps=tc.steps,
+      seed=config.seed + 1,
+      log_every=tc.log_every,
+      checkpoint_every=tc.checkpoint_every,
+      max_nonfinite_in_row=tc.max_nonfinite_in_row,
+      peak_flops=tc.peak_flops,
+      keep_checkpoints=tc.keep_checkpoints,
+      keep_period=tc.keep_period,
+      hooks=hooks,
+  )
   return training.model, state.ema_params, data[2]

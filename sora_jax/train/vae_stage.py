@@ -1,4 +1,5 @@
 """Stage 1: train the causal video VAE on random clips of the synthetic videos."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,11 +22,17 @@ def vae_batch(config, step, stream=1):
   rng = host_rng(config.seed, stream, step)
   clips = []
   for _ in range(vt.batch_size):
-    video = render(sample_spec(rng, frames=(vt.clip_frames,), sizes=tuple(map(tuple, config.data.sizes)),
-                               textured=config.data.textured_fraction))
+    video = render(
+        sample_spec(
+            rng,
+            frames=(vt.clip_frames,),
+            sizes=tuple(map(tuple, config.data.sizes)),
+            textured=config.data.textured_fraction,
+        )
+    )
     y = rng.integers(0, video.shape[1] - vt.clip_size + 1)
     x = rng.integers(0, video.shape[2] - vt.clip_size + 1)
-    clips.append(video[:, y:y + vt.clip_size, x:x + vt.clip_size])
+    clips.append(video[:, y : y + vt.clip_size, x : x + vt.clip_size])
   return to_model_range(np.stack(clips)), {}
 
 
@@ -40,27 +47,38 @@ def train_vae(config, workdir, mesh):
   params = jax.jit(vae.init)(jax.random.key(config.seed), jnp.asarray(example[:1]))["params"]
   # PCA of clips the training never draws (a separate stream) initialises the linear path.
   pca_clips = np.concatenate([vae_batch(config, i, stream=4)[0] for i in range(vt.pca_batches)])
-  params = pca_init(vae, params, pca_clips)
-  tx, schedule = make_optimizer(lr=vt.lr, warmup=vt.warmup, total_steps=vt.steps,
-                                grad_clip=config.train.grad_clip)
+  params = pca_init(vae, params, pca_clips, motion_weight=vt.pca_motion_weight)
+  tx, schedule = make_optimizer(
+      lr=vt.lr, warmup=vt.warmup, total_steps=vt.steps, grad_clip=config.train.grad_clip
+  )
 
   def loss_fn(params, batch, rng):
     return vae_loss(vae, params, batch["video"], rng, kl_weight=config.vae.kl_weight)
 
   state_sharding = replicated(mesh)
   video_sharding = {"video": logical_sharding(P("batch"), mesh)}
-  step_fn = sharded_train_step(make_train_step(loss_fn, tx, schedule, config.train.ema_decay), mesh,
-                               state_sharding, video_sharding)
+  step_fn = sharded_train_step(
+      make_train_step(loss_fn, tx, schedule, config.train.ema_decay), mesh, state_sharding, video_sharding
+  )
 
   def batch_at(step):
     # Every host renders the same clips and keeps its rows: VAE batches are small.
     video, metrics = vae_batch(config, step)
     rows = len(video) // jax.process_count()
-    return {"video": video[jax.process_index() * rows:(jax.process_index() + 1) * rows]}, metrics
+    return {"video": video[jax.process_index() * rows : (jax.process_index() + 1) * rows]}, metrics
 
-  state = fit("vae", workdir=workdir, state=jax.device_put(create_state(params, tx), state_sharding),
-              train_step=step_fn, data=StepBatches(batch_at), num_steps=vt.steps, seed=config.seed,
-              put_batch=lambda local: global_batch(local, video_sharding, vt.batch_size), config=config.to_dict(),
-              log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
-              max_nonfinite_in_row=config.train.max_nonfinite_in_row)
+  state = fit(
+      "vae",
+      workdir=workdir,
+      state=jax.device_put(create_state(params, tx), state_sharding),
+      train_step=step_fn,
+      data=StepBatches(batch_at),
+      num_steps=vt.steps,
+      seed=config.seed,
+      put_batch=lambda local: global_batch(local, video_sharding, vt.batch_size),
+      config=config.to_dict(),
+      log_every=config.train.log_every,
+      checkpoint_every=config.train.checkpoint_every,
+      max_nonfinite_in_row=config.train.max_nonfinite_in_row,
+  )
   return vae, state.ema_params
