@@ -344,8 +344,8 @@ def cmd_train(args):
   print(json.dumps(summary, indent=1))
 
 
-# The sample modes, at most one per call: (flag, what the flag's value says it is on).
-# The sample modes' flags, at most one per call (each is off at its default: None or False).
+# The sample modes' flags, at most one per call (each is off at its default: None or False), but
+# --image may open a --long_frames video.
 SAMPLE_MODES = ("image", "extend", "connect", "loop", "edit", "long_frames")
 
 
@@ -355,15 +355,15 @@ def _sample_mode(args, positional):
   chosen = [
       name for name in SAMPLE_MODES if getattr(args, name) is not None and getattr(args, name) is not False
   ]
+  if chosen == ["image", "long_frames"]:  # a long video that opens on the picture
+    if args.image_at not in ("first", "0"):
+      raise UsageError("--image with --long_frames opens the video on the picture: drop --image_at")
+    chosen = ["long_frames"]
   if len(chosen) > 1:
     raise UsageError(
         f"--{chosen[0]} and --{chosen[1]} are different modes: give one per call (only --image goes with "
         "--long_frames)"
     )
-  if chosen == ["image", "long_frames"]:  # a long video that opens on the picture
-    if args.image_at not in ("first", "0"):
-      raise UsageError("--image with --long_frames opens the video on the picture: drop --image_at")
-    chosen = ["long_frames"]
   mode = chosen[0] if chosen else None
   videos = list(args.video) + list(positional)
   if positional and mode != "connect":
