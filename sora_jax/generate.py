@@ -62,7 +62,7 @@ class Request:
   a tuple of ints; None: the call's seed folded with the request's index). prompt None samples
   without a caption (guidance's null caption: what is given leads, e.g. a loop's way back)."""
 
-  prompt: str
+  prompt: str | None
   num_frames: int
   height: int
   width: int
