@@ -5,6 +5,8 @@ renders it) and scored from shape centroids (evaluation/modes.py). The single-pa
 together in packed rows; a loop and a long video sample in passes of their own.
 """
 
+import dataclasses
+
 import numpy as np
 
 from sora_jax import modes
@@ -144,7 +146,7 @@ def evaluate_modes(pipe, prompts, names, *, steps, guidance, seed):
 
 def long_prompts(prompts, num_frames):
   """The held-out prompts whose LONG_LENGTH-times track fits in a frame of LONG_SIZES, as
-  (prompt at its long size and speed, its index among `prompts`)."""
+  (prompt at its long size and speed, its index among `prompts`, its true long track's spec)."""
   chosen = []
   for i, p in enumerate(prompts):
     if p["direction"] not in LONG_SIZES:
@@ -152,27 +154,26 @@ def long_prompts(prompts, num_frames):
     height, width = LONG_SIZES[p["direction"]]
     caption = f"{short_caption(p['colour'], p['shape'], p['direction'])} {LONG_SPEED}"
     long = p | {"height": height, "width": width, "caption": caption}
-    centre = track(true_spec(long, i, num_frames=LONG_LENGTH * num_frames, speed=LONG_SPEED))
-    radius = 0.17 * min(height, width)
-    if (centre - radius).min() < 0 or ((centre + radius) > np.array([height, width]) - 1).any():
+    spec = true_spec(long, i, num_frames=LONG_LENGTH * num_frames, speed=LONG_SPEED)
+    centre = track(spec)
+    if (centre - spec.radius).min() < 0 or ((centre + spec.radius) > np.array([height, width]) - 1).any():
       raise ValueError(f"the long track of {caption!r} does not fit in {height}x{width}")
-    chosen.append((long, i))
+    chosen.append((long, i, spec))
   return chosen
 
 
 def _long_results(pipe, prompts, num_frames, args):
   """Long videos from each chosen prompt's true first frame, one sampling call per frame size."""
   chosen = long_prompts(prompts, num_frames)
-  length = LONG_LENGTH * num_frames
   results = {}
-  for height, width in sorted({(p["height"], p["width"]) for p, _ in chosen}):
-    group = [(p, i) for p, i in chosen if (p["height"], p["width"]) == (height, width)]
-    firsts = [render(true_spec(p, i, num_frames=length, speed=LONG_SPEED))[0] for p, i in group]
+  for height, width in sorted({(p["height"], p["width"]) for p, _, _ in chosen}):
+    group = [(p, i, spec) for p, i, spec in chosen if (p["height"], p["width"]) == (height, width)]
+    firsts = [render(dataclasses.replace(spec, num_frames=1))[0] for _, _, spec in group]  # its frame 0
     chunks = list(
         modes.long_videos(
             pipe,
-            [p["caption"] for p, _ in group],
-            total_frames=length,
+            [p["caption"] for p, _, _ in group],
+            total_frames=LONG_LENGTH * num_frames,
             num_frames=num_frames,
             height=height,
             width=width,
@@ -180,7 +181,7 @@ def _long_results(pipe, prompts, num_frames, args):
             **args,
         )
     )
-    for j, (p, i) in enumerate(group):
+    for j, (p, i, _) in enumerate(group):
       video = np.concatenate([c[j] for c in chunks])
       scored = scores.chunk_scores(video, p["colour"], p["direction"], chunk_frames=num_frames)
       results[i] = scored | {"caption": p["caption"]}

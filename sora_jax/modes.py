@@ -165,12 +165,9 @@ def long_videos(
   while emitted < total_frames:
     if tails is None:
       requests = [
-          Request(
-              p,
-              **size,
-              given=() if first_frames is None else (Given(np.asarray(first_frames[i])[None], 0),),
-              seed=(seed, i, chunk),
-          )
+          Request(p, **size, seed=(seed, i, chunk))
+          if first_frames is None
+          else image_plan(p, first_frames[i], at=0, **size, seed=(seed, i, chunk)).request
           for i, p in enumerate(prompts)
       ]
       new_from = 0

@@ -120,7 +120,7 @@ def test_long_videos_are_scored_where_their_track_fits():
 
   chosen = long_prompts(eval_prompts(), 17)
   assert len(chosen) == 8  # the held-out prompts moving along an axis
-  for p, i in chosen:
+  for p, i, _ in chosen:
     assert p["caption"].endswith(LONG_SPEED) and (p["height"], p["width"]) in ((32, 64), (64, 32))
     # The true long video (its first frame is the one given) keeps colour and motion in every chunk.
     video = true_clip(p, i, num_frames=LONG_LENGTH * 17, speed=LONG_SPEED)

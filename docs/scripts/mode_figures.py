@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from sora_jax import modes  # noqa: E402
 from sora_jax.data.synthetic import make_spec, render  # noqa: E402
 from sora_jax.generate import Pipeline, Request  # noqa: E402
+from sora_jax.mode_evaluation import LONG_SIZES, LONG_SPEED  # noqa: E402
 
 
 def main():
@@ -60,12 +61,15 @@ def main():
   labelled.append(("loop (then back to frame 0)", looped, set()))
   # As the evaluation scores long videos: slowly, on a frame long in the motion's axis, from the
   # first frame of a track that fits (mode_evaluation.LONG_SIZES).
-  long = dict(num_frames=n, height=32, width=64)
-  start = render(make_spec("red", "circle", "right", num_frames=4 * n, height=32, width=64, speed="slowly"))[
-      0
-  ]
+  height, width = LONG_SIZES["right"]
+  long = dict(num_frames=n, height=height, width=width)
+  start = render(
+      make_spec("red", "circle", "right", num_frames=4 * n, height=height, width=width, speed=LONG_SPEED)
+  )[0]
   chunks = list(
-      modes.long_videos(pipe, [caption + " slowly"], total_frames=4 * n, first_frames=[start], **long, **run)
+      modes.long_videos(
+          pipe, [f"{caption} {LONG_SPEED}"], total_frames=4 * n, first_frames=[start], **long, **run
+      )
   )
   labelled.append(("long video, 4x (every 4th frame)", np.concatenate([c[0] for c in chunks])[::2], {0}))
   Image.fromarray(grid(labelled, args.every)).save(args.output)

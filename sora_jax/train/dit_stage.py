@@ -92,17 +92,17 @@ def latent_cache(config, workdir, vae, vae_params):
   return cache
 
 
-def latent_example(config, latent, stats, caption_text):
-  """Standardised latent [T, H, W, C] + caption -> a packable example."""
+def latent_example(config, latent, stats, caption_text, conditions=()):
+  """Latent [T, H, W, C] (standardised here) + caption -> a packable example; `conditions` are
+  written into the latent and held clean (`cond_mask`)."""
   patch = tuple(config.model.patch)
-  z = standardise(latent, stats)
-  grid = patch_grid(z.shape[:3], patch)
-  return {
-      "tokens": patchify(z, patch).astype(np.float32),
-      "positions": grid_positions(grid),
-      "grid": np.array(grid, np.int32),
-      "text_ids": caption_ids(config, [caption_text])[0],
-  }
+  grid = patch_grid(latent.shape[:3], patch)
+  example = {"positions": grid_positions(grid), "grid": np.array(grid, np.int32)}
+  if conditions:
+    latent, example["cond_mask"], _ = apply_conditions(latent, conditions, example["positions"], patch[0])
+  example["tokens"] = patchify(standardise(latent, stats), patch).astype(np.float32)
+  example["text_ids"] = caption_ids(config, [caption_text])[0]
+  return example
 
 
 def dit_examples(config, data, shard=0, num_shards=1):
@@ -124,16 +124,13 @@ def dit_examples(config, data, shard=0, num_shards=1):
     still_tail = rest[0] if rest else None  # see shapes_data
     z = mean + std * rng.standard_normal(mean.shape).astype(np.float32)  # posterior sample
     text = "" if rng.random() < config.data.caption_dropout else caption_at(index, rng)
-    example = latent_example(config, z, stats, text)
     # A mask strategy per example (image-to-video, extension, interpolation...): the given
-    # latent frames are its own, held clean; the first latent frame is exactly the first video
-    # frame (causal VAE), so the image head is image-to-video.
-    strategy = draw_strategy(config.data.cond, rng) if example["grid"][0] > 1 else None
-    if strategy:
-      conditions = draw_conditions(strategy, z, patch_t, rng, still_tail=still_tail)
-      given, example["cond_mask"], _ = apply_conditions(z, conditions, example["positions"], patch_t)
-      # The given frames are the example's own, but for a still tail in place of its last group.
-      example["tokens"] = patchify(standardise(given, stats), tuple(config.model.patch)).astype(np.float32)
+    # latent frames are its own (a still tail in place of its last group for image_tail), held
+    # clean; the first latent frame is exactly the first video frame (causal VAE), so the image
+    # head is image-to-video.
+    strategy = draw_strategy(config.data.cond, rng) if len(z) // patch_t > 1 else None
+    conditions = draw_conditions(strategy, z, patch_t, rng, still_tail=still_tail) if strategy else []
+    example = latent_example(config, z, stats, text, conditions)
     rate = drop_rate(step, *token_drop)
     return drop_tokens(example, rate, rng) if rate > 0 else example
 
