@@ -11,8 +11,6 @@ from sora_jax.data.prepare import clip_source, prepare
 from sora_jax.data.video_io import write_video
 from test_real_clip import CLIP
 
-pytestmark = pytest.mark.skipif(not CLIP.exists(), reason="shared test data not present")
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):

@@ -1,10 +1,9 @@
-"""The real h264 clip in ../shared/data/videos decodes and round-trips the VAE path."""
+"""The real h264 clip in tests/data decodes and round-trips the VAE path."""
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from configs.shapes import get_config
 from sora_jax.data.transforms import center_crop_to_multiple, downscale, to_model_range, to_uint8
@@ -12,10 +11,9 @@ from sora_jax.data.video_io import read_video
 from sora_jax.models.build import build_vae
 from sora_jax.models.vae import decode_chunked, encode_chunked
 
-CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "mmcv_test.mp4"
+CLIP = Path(__file__).resolve().parent / "data" / "mmcv_test.mp4"  # licence: tests/data/README.md
 
 
-@pytest.mark.skipif(not CLIP.exists(), reason="shared test data not present")
 def test_real_clip_round_trips_through_vae_at_non_square_size():
   video = read_video(CLIP)
   assert video.shape == (168, 240, 294, 3)

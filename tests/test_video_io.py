@@ -6,7 +6,7 @@ import pytest
 from sora_jax.data.synthetic import make_spec, render
 from sora_jax.data.video_io import VideoReadError, read_video, write_video
 
-MMCV_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "mmcv_test.mp4"
+MMCV_TEST = Path(__file__).resolve().parent / "data" / "mmcv_test.mp4"  # licence: tests/data/README.md
 
 
 def _video(t, h, w):
@@ -94,6 +94,5 @@ def test_read_errors(tmp_path, content):
     read_video(path)
 
 
-@pytest.mark.skipif(not MMCV_TEST.exists(), reason="shared test video absent")
 def test_reference_video():
   assert read_video(MMCV_TEST).shape == (168, 240, 294, 3)
