@@ -36,6 +36,16 @@ COMMANDS = {
         "compile the train and sampling steps for a TPU slice here: memory per chip, FLOPs, roofline",
     ),
     "bench": ("--config=FILE", "time the DiT train step and one sampling evaluation on this machine"),
+    "family": (
+        "--config=FILE [--topology=SLICE]",
+        "the model family of scaling studies: parameters and train FLOPs per token of each size "
+        "(with --topology, the compile-ahead memory fit on a TPU slice)",
+    ),
+    "coord-check": (
+        "--config=FILE --widths=W,W,... --output=DIR",
+        "muP coordinate check: activation size per layer over the first updates at several widths, "
+        "standard vs muP (table, JSON, PNG)",
+    ),
     "prepare": (
         "--input=DIR|LIST.csv|LIST.jsonl|shapes:N --output=DIR",
         "cut captioned videos into clips at one frame rate: a dataset for --config.data.clips",
@@ -45,7 +55,13 @@ COMMANDS = {
         "encode prepared clips with a run's VAE: latents for --config.data.latents",
     ),
 }
-CONFIGURED = ("train", "aot", "bench")  # the commands that take --config and --config.KEY overrides
+CONFIGURED = (
+    "train",
+    "aot",
+    "bench",
+    "family",
+    "coord-check",
+)  # the commands that take --config and --config.KEY overrides
 SAMPLING = ("sample", "eval")
 MULTIHOST = ("train", "sample", "eval", "bench", "cache-latents")
 
@@ -173,9 +189,9 @@ FLAGS = (
         flags.DEFINE_string,
         "output",
         None,
-        "sample: a .mp4 / .gif / .png video (.png: 1 frame); aot: a .json "
-        "report; prepare, cache-latents: the output folder",
-        ("sample", "aot", "prepare", "cache-latents"),
+        "sample: a .mp4 / .gif / .png video (.png: 1 frame); aot, family: a .json "
+        "report; prepare, cache-latents, coord-check: the output folder",
+        ("sample", "aot", "family", "prepare", "cache-latents", "coord-check"),
     ),
     (
         flags.DEFINE_bool,
@@ -212,7 +228,27 @@ FLAGS = (
         "multi-host: this process's index (with --coordinator)",
         MULTIHOST,
     ),
-    (flags.DEFINE_string, "topology", None, "TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8", ("aot",)),
+    (
+        flags.DEFINE_string,
+        "topology",
+        None,
+        "TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8",
+        ("aot", "family"),
+    ),
+    (
+        flags.DEFINE_string,
+        "widths",
+        "64,128,256,512",
+        "model widths to compare, comma-separated (heads grow with width at the config's head size)",
+        ("coord-check",),
+    ),
+    (
+        flags.DEFINE_integer,
+        "check_steps",
+        5,
+        "forward passes recorded, one before each update",
+        ("coord-check",),
+    ),
     (flags.DEFINE_integer, "num_slices", 1, "slices of a multislice job (DCN)", ("aot",)),
     (
         flags.DEFINE_string,
@@ -512,6 +548,30 @@ def cmd_eval(args):
   print(json.dumps(summary, indent=1))
 
 
+def cmd_family(args):
+  from sora_jax.files import write_json
+  from sora_jax.scaling.family import family_report, table
+
+  report = family_report(_require(args, "config"), topology=args.topology)
+  if args.output:
+    write_json(args.output, report)
+  print(table(report))
+
+
+def cmd_coord_check(args):
+  from sora_jax.scaling.coord_check import run_coord_check
+
+  widths = _int_list(args.widths, "widths")
+  print(run_coord_check(_require(args, "config"), widths, args.check_steps, _require(args, "output")))
+
+
+def _int_list(text, name):
+  try:
+    return [int(w) for w in text.split(",")]
+  except ValueError:
+    raise UsageError(f"--{name}={text!r}: expected comma-separated integers, e.g. 64,128,256,512") from None
+
+
 def cmd_aot(args):
   from sora_jax import aot
   from sora_jax.files import write_json
@@ -639,6 +699,8 @@ def main(argv):
       "eval": cmd_eval,
       "aot": cmd_aot,
       "bench": cmd_bench,
+      "family": cmd_family,
+      "coord-check": cmd_coord_check,
       "prepare": cmd_prepare,
       "cache-latents": cmd_cache_latents,
   }[rest[1]](args)

@@ -4,6 +4,7 @@ import ml_collections
 
 from sora_jax.diffusion import OBJECTIVES
 from sora_jax.nn.attention import IMPLEMENTATIONS
+from sora_jax.scaling.mup import PARAMETRIZATIONS
 from sora_jax.models.dit import ATTENTION_PATTERNS, MAX_EXAMPLES_PER_ROW, POSITION_EMBEDDINGS, REMAT_POLICIES
 
 VAE_SPATIAL, VAE_TEMPORAL = 8, 4
@@ -85,6 +86,12 @@ def default_config():
   c.model.dtype = "float32"  # compute dtype; parameters stay float32
   c.model.remat = "none"  # none | full | dots (save matmul outputs)
   c.model.scan_layers = False  # nn.scan the blocks (deep models: compile time, memory)
+  c.model.long_skips = False  # U-ViT / EasyAnimate: block i's output joins block depth-1-i's input
+  # standard | mup (scaling/mup.py): under muP a width-W model trains like its base width's,
+  # so learning rates tuned at the base transfer; at W = base the two are the same model.
+  c.model.parametrization = "standard"
+  c.model.mup_base_width = 128
+  c.model.mup_base_head_dim = 32  # attention logits sqrt(d0) / d under muP
   c.model.text = ml_collections.ConfigDict()
   c.model.text.vocab_size = 4096
   c.model.text.max_len = 24
@@ -110,6 +117,7 @@ def default_config():
   c.train.lr = 2e-3
   c.train.warmup = 100
   c.train.weight_decay = 0.0  # AdamW, on kernels and embeddings only
+  c.train.adam_eps = 1e-8  # x base width / width under muP
   c.train.schedule = "cosine"  # cosine (to 10 % of lr) | constant, after warmup
   c.train.grad_accum = 1  # micro-batches per update
   c.train.grad_clip = 1.0
@@ -196,6 +204,16 @@ def validate(c):
     raise ConfigError(
         f"model.depth={c.model.depth} is not divisible by the {len(c.model.attention_patterns)} "
         "model.attention_patterns (scan_layers repeats one group of them)"
+    )
+  if c.model.parametrization not in PARAMETRIZATIONS:
+    raise ConfigError(f"model.parametrization={c.model.parametrization!r}; choose from {PARAMETRIZATIONS}")
+  for key in ("mup_base_width", "mup_base_head_dim"):
+    if c.model[key] < 1:
+      raise ConfigError(f"model.{key}={c.model[key]} must be positive")
+  if c.model.long_skips and (c.model.scan_layers or c.model.depth % 2):
+    raise ConfigError(
+        f"model.long_skips needs an even model.depth (got {c.model.depth}) and model.scan_layers off: "
+        "block i's output joins block depth-1-i"
     )
   if c.sample.first_frame not in FIRST_FRAME_SOURCES:
     raise ConfigError(f"sample.first_frame={c.sample.first_frame!r}; choose from {FIRST_FRAME_SOURCES}")

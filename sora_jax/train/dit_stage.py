@@ -25,6 +25,7 @@ from sora_jax.models.patch import grid_positions, patch_grid, patchify
 from sora_jax.train.flops import dit_train_flops
 from sora_jax.train.loop import fit, host_rng
 from sora_jax.parallel.sharding import batch_sharding, global_batch, init_sharded, sharded_train_step
+from sora_jax.scaling.mup import Mup, adam_eps
 from sora_jax.train.state import create_state, make_optimizer, make_train_step
 
 CACHE_FILE = "latent_cache.pkl"
@@ -181,6 +182,7 @@ def dit_training(config):
   model = build_dit(config)
   objective = make_objective(config.diffusion)
   tc = config.train
+  mup = Mup.of(config)
   tx, schedule = make_optimizer(
       lr=tc.lr,
       warmup=tc.warmup,
@@ -189,6 +191,8 @@ def dit_training(config):
       grad_clip=tc.grad_clip,
       schedule=tc.schedule,
       accumulate=tc.grad_accum,
+      eps=adam_eps(tc, config.model),
+      scale_updates=mup.scale_updates() if mup else None,
   )
   batch_shapes = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
@@ -204,7 +208,7 @@ def dit_training(config):
     params = model.init(
         rng, x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t0, x["text_ids"]
     )["params"]
-    return create_state(params, tx)
+    return create_state(mup.rescale_init(params) if mup else params, tx)
 
   def loss_fn(params, batch, rng):
     apply = lambda *a: model.apply({"params": params}, *a)
