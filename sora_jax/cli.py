@@ -31,6 +31,11 @@ COMMANDS = {
         "sample the held-out prompts, score colour, direction and shape, "
         "then every prompting mode (eval.json)",
     ),
+    "validate": (
+        "--workdir=DIR",
+        "fixed-noise validation loss of a run's weights: per time, mean, standard error, per bucket "
+        "(validation.json)",
+    ),
     "aot": (
         "--config=FILE --topology=SLICE",
         "compile the train and sampling steps for a TPU slice here: memory per chip, FLOPs, roofline",
@@ -74,7 +79,7 @@ FLAGS = (
         "workdir",
         None,
         "run directory: checkpoints, TensorBoard events, samples",
-        ("train", "sample", "eval", "cache-latents"),
+        ("train", "sample", "eval", "validate", "cache-latents"),
     ),
     (flags.DEFINE_multi_string, "prompt", [], "caption to sample; repeat for several", ("sample",)),
     (
@@ -548,6 +553,13 @@ def cmd_eval(args):
   print(json.dumps(summary, indent=1))
 
 
+def cmd_validate(args):
+  from sora_jax.train.validation import validate_workdir
+
+  report = validate_workdir(_require(args, "workdir"))
+  print(json.dumps({k: v for k, v in report.items() if k != "per_example"}, indent=1))
+
+
 def cmd_family(args):
   from sora_jax.files import write_json
   from sora_jax.scaling.family import family_report, table
@@ -700,6 +712,7 @@ def main(argv):
       "aot": cmd_aot,
       "bench": cmd_bench,
       "family": cmd_family,
+      "validate": cmd_validate,
       "coord-check": cmd_coord_check,
       "prepare": cmd_prepare,
       "cache-latents": cmd_cache_latents,

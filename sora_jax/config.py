@@ -132,6 +132,15 @@ def default_config():
 
   c.mesh = mesh_config()  # all devices on `data` by default
 
+  # Fixed-noise validation loss (train/validation.py): the same examples, times and noise at
+  # every evaluation, so it changes only with the weights.
+  c.validation = ml_collections.ConfigDict()
+  c.validation.every = 0  # DiT steps between validation losses in training (0: off)
+  c.validation.times = (0.1, 0.3, 0.5, 0.7, 0.9)  # the fixed time grid (flow: 0 data, 1 noise)
+  c.validation.seed = 7919  # noise and the training-distribution sample; not the training seed
+  c.validation.train_sample = 32  # videos drawn from the training distribution
+  c.validation.held_out = True  # plus the held-out prompts' true clips at the sampling size
+
   c.aot = ml_collections.ConfigDict()
   c.aot.example_grid = (5, 3, 3)  # patch grid of the examples assumed by `aot` FLOPs
 
@@ -214,6 +223,14 @@ def validate(c):
     raise ConfigError(
         f"model.long_skips needs an even model.depth (got {c.model.depth}) and model.scan_layers off: "
         "block i's output joins block depth-1-i"
+    )
+  if not c.validation.times or not all(0.0 < t < 1.0 for t in c.validation.times):
+    raise ConfigError(f"validation.times={tuple(c.validation.times)}: give times strictly between 0 and 1")
+  if c.validation.every < 0 or c.validation.train_sample < 0:
+    raise ConfigError("validation.every and validation.train_sample must be >= 0")
+  if c.validation.train_sample + 16 * c.validation.held_out < 2:
+    raise ConfigError(
+        "validation: the set needs at least 2 examples (validation.train_sample, validation.held_out)"
     )
   if c.sample.first_frame not in FIRST_FRAME_SOURCES:
     raise ConfigError(f"sample.first_frame={c.sample.first_frame!r}; choose from {FIRST_FRAME_SOURCES}")

@@ -41,10 +41,22 @@ def workdir(tmp_path_factory):
   cwd = os.getcwd()
   os.chdir(parent)  # a relative workdir, as users type it
   try:
-    call("train", TINY, "--workdir=run", "--config.train.peak_flops=1e12")
+    call("train", TINY, "--workdir=run", "--config.train.peak_flops=1e12", "--config.validation.every=3",
+         "--config.validation.train_sample=4")
   finally:
     os.chdir(cwd)
   return parent / "run"
+
+
+def test_validation_loss_logged_in_training_and_by_validate(workdir, capsys):
+  logged = json.loads((workdir / "validation" / "step_3.json").read_text())
+  assert logged["examples"] == 16 + 4 and len(logged["per_time"]) == 5
+  assert "validation/loss" in scalar_tags(next((workdir / "tensorboard" / "dit").glob("events.out.tfevents.*")))
+  call("validate", f"--workdir={workdir}")
+  printed = json.loads(capsys.readouterr().out)
+  # The same weights (the last EMA), examples and noise: the same loss, to float rounding.
+  assert printed["mean"] == pytest.approx(logged["mean"], rel=1e-6)
+  assert json.loads((workdir / "validation.json").read_text())["mean"] == printed["mean"]
 
 
 def test_train_writes_checkpoints_events_samples(workdir):

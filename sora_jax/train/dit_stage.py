@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.config import VAE_TEMPORAL
-from sora_jax.files import atomic_path
+from sora_jax.files import atomic_path, write_json
 from sora_jax.data.budget import drop_rate, drop_tokens
 from sora_jax.data.conditions import apply_conditions, draw_conditions, draw_strategy
 from sora_jax.data.latent_cache import cached_latents, encoded_clips
@@ -24,8 +24,15 @@ from sora_jax.models.build import build_dit, caption_ids, patch_dim
 from sora_jax.models.patch import grid_positions, patch_grid, patchify
 from sora_jax.train.flops import dit_train_flops
 from sora_jax.train.loop import fit, host_rng
-from sora_jax.parallel.sharding import batch_sharding, global_batch, init_sharded, sharded_train_step
+from sora_jax.parallel.sharding import (
+    MeshFunction,
+    batch_sharding,
+    global_batch,
+    init_sharded,
+    sharded_train_step,
+)
 from sora_jax.scaling.mup import Mup, adam_eps
+from sora_jax.train.validation import validation_available, validation_loss, validation_set
 from sora_jax.train.state import create_state, make_optimizer, make_train_step
 
 CACHE_FILE = "latent_cache.pkl"
@@ -222,6 +229,32 @@ def dit_training(config):
   )
 
 
+def validation_hook(config, workdir, vae, vae_params, training, mesh, shardings, stats):
+  """hook(step, state, writer): the fixed-noise validation loss of the EMA weights every
+  `validation.every` steps, to TensorBoard and workdir/validation/step_N.json."""
+  examples = validation_set(config, workdir, vae, vae_params)
+  denoise = MeshFunction(training.denoise, mesh)
+  rows = config.train.rows // jax.process_count()
+  lo = jax.process_index() * rows
+  put = lambda batch: global_batch(
+      {k: v[lo : lo + rows] for k, v in batch.items()}, shardings, config.train.rows
+  )
+
+  def hook(step, state, writer):
+    if step % config.validation.every:
+      return
+    report = validation_loss(config, denoise, state.ema_params, examples, stats, put_batch=put)
+    if jax.process_index():
+      return
+    write_json(os.path.join(workdir, "validation", f"step_{step}.json"), report | {"step": step})
+    if writer:
+      writer.add_scalar("validation/loss", report["mean"], step)
+      for t, loss in zip(report["times"], report["per_time"]):
+        writer.add_scalar(f"validation/loss_t{t:g}", loss, step)
+
+  return hook
+
+
 def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
   """Returns (dit module, EMA params, latent stats) after training or resuming the DiT stage.
 
@@ -239,6 +272,8 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
       on_sample(step, state.ema_params, data[2], writer)
 
   hooks = [sample_hook] if on_sample is not None and tc.sample_every else []
+  if config.validation.every and validation_available(config):
+    hooks.append(validation_hook(config, workdir, vae, vae_params, training, mesh, shardings, data[2]))
   state = fit(
       "dit",
       workdir=workdir,
