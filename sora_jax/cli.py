@@ -31,6 +31,11 @@ COMMANDS = {
         "sample the held-out prompts, score colour, direction and shape, "
         "then every prompting mode (eval.json)",
     ),
+    "sweep": (
+        "--config=SWEEP.py --workdir=DIR [--worker=i --num_workers=n]",
+        "run a scaling sweep's cells (configs/sweeps/): each a run in DIR/cells/<config hash>/; "
+        "reruns skip done cells and resume partial ones",
+    ),
     "validate": (
         "--workdir=DIR",
         "fixed-noise validation loss of a run's weights: per time, mean, standard error, per bucket "
@@ -79,7 +84,7 @@ FLAGS = (
         "workdir",
         None,
         "run directory: checkpoints, TensorBoard events, samples",
-        ("train", "sample", "eval", "validate", "cache-latents"),
+        ("train", "sample", "eval", "validate", "sweep", "cache-latents"),
     ),
     (flags.DEFINE_multi_string, "prompt", [], "caption to sample; repeat for several", ("sample",)),
     (
@@ -240,6 +245,8 @@ FLAGS = (
         "TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8",
         ("aot", "family"),
     ),
+    (flags.DEFINE_integer, "worker", 0, "this worker's index: it runs cells k with k mod n == i", ("sweep",)),
+    (flags.DEFINE_integer, "num_workers", 1, "workers sharing the sweep", ("sweep",)),
     (
         flags.DEFINE_string,
         "widths",
@@ -315,6 +322,8 @@ def usage(command=None):
         ]
     )
   rows = list(CONFIG_HELP) if command in CONFIGURED else []
+  if command == "sweep":
+    rows = [("--config=SWEEP.py", "sweep config, e.g. configs/sweeps/shapes_scaling.py")]
   for define, name, default, help_text, commands in FLAGS:
     if command in commands:
       shown = f"--{name}={METAVARS[define]}" if define in METAVARS else f"--[no]{name}"
@@ -553,6 +562,16 @@ def cmd_eval(args):
   print(json.dumps(summary, indent=1))
 
 
+def cmd_sweep(args):
+  from sora_jax.scaling.sweep import run_sweep
+
+  path = args["config"].config_filename if args["config"].present else None
+  if not path:
+    raise UsageError("--config=configs/sweeps/NAME.py is required")
+  report = run_sweep(path, _require(args, "workdir"), worker=args.worker, num_workers=args.num_workers)
+  print(json.dumps(report, indent=1))
+
+
 def cmd_validate(args):
   from sora_jax.train.validation import validate_workdir
 
@@ -661,7 +680,7 @@ def _flag_error(error, argv):
 
 def _refuse_other_flags(args, command):
   """A flag the command does not read is a mistake (e.g. --steps for train), not a no-op."""
-  given = ["config"] if args["config"].present and command not in CONFIGURED else []
+  given = ["config"] if args["config"].present and command not in CONFIGURED + ("sweep",) else []
   given += [name for _, name, _, _, commands in FLAGS if args[name].present and command not in commands]
   if given:
     raise UsageError(f"--{given[0]} is not a flag of `sora-jax {command}`; {_see_help(command)}")
@@ -700,7 +719,7 @@ def main(argv):
     from sora_jax.parallel.distributed import initialize
 
     initialize(args.coordinator, args.num_processes, args.process_id)
-  if args["config"].present:
+  if args["config"].present and rest[1] != "sweep":  # a sweep config is not an experiment config
     from sora_jax.config import validate
 
     validate(_load_config(args))
@@ -713,6 +732,7 @@ def main(argv):
       "bench": cmd_bench,
       "family": cmd_family,
       "validate": cmd_validate,
+      "sweep": cmd_sweep,
       "coord-check": cmd_coord_check,
       "prepare": cmd_prepare,
       "cache-latents": cmd_cache_latents,

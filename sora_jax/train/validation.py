@@ -198,8 +198,8 @@ def fetch(x):
 def validate_workdir(workdir):
   """`sora-jax validate`: the validation loss of a run's latest EMA weights, written to
   workdir/validation.json."""
-  from sora_jax.generate import Pipeline  # here: generate imports the training stack
   from sora_jax.files import write_json
+  from sora_jax.generate import Pipeline  # here: generate imports the training stack
 
   pipe = Pipeline.load(workdir)
   if not validation_available(pipe.config):
