@@ -1,7 +1,9 @@
 """Moving-shapes text-to-video: the embedded default job (trains on 2 CPU cores).
 
-Variants: `configs/shapes.py` (the README's main job), `configs/shapes.py:modes` (trained with every
-mask strategy of the prompting modes) and `configs/shapes.py:tiny` (tests).
+Variants: `configs/shapes.py` (the README's main job), `configs/shapes.py:long` (the same with twice
+the DiT steps: about 25 minutes instead of 16, and the prompting modes' scores of
+docs/benchmarks.md, "Twice the DiT steps"), `configs/shapes.py:modes` (trained with every mask
+strategy, text-to-video the largest share) and `configs/shapes.py:tiny` (tests).
 """
 
 from sora_jax.config import default_config
@@ -35,6 +37,8 @@ def get_config(arg=None):
   # The PCA-initialised VAE reconstructs these videos at step 1 about as well as at step 250
   # (23.8 vs 23.9 dB); 100 steps instead of 300 give the same held-out scores, 1.8 min sooner.
   c.vae_train.steps = 100
+  if arg == "long":
+    c.train.steps = 6000
   if arg in ("modes", "tiny"):
     c.data.cond.update(EVERY_MASK)
   if arg == "tiny":
@@ -69,6 +73,6 @@ def get_config(arg=None):
     c.sample.height = 16
     c.sample.width = 16
     c.sample.eval_modes = "extend_forward,sdedit"  # 2 latent frames: too few to connect or loop
-  elif arg not in (None, "modes"):
-    raise ValueError(f"configs/shapes.py has no variant {arg!r}; use 'modes', 'tiny' or nothing")
+  elif arg not in (None, "modes", "long"):
+    raise ValueError(f"configs/shapes.py has no variant {arg!r}; use 'long', 'modes', 'tiny' or nothing")
   return c

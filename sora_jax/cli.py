@@ -36,6 +36,11 @@ COMMANDS = {
         "run a scaling sweep's cells (configs/sweeps/): each a run in DIR/cells/<config hash>/; "
         "reruns skip done cells and resume partial ones",
     ),
+    "fit": (
+        "--sweep=DIR",
+        "scaling laws from a sweep's finished cells: L(C), L(N, D), N_opt(C) with bootstrap 90 % bands, "
+        "an extrapolation check, plots (DIR/report/)",
+    ),
     "validate": (
         "--workdir=DIR",
         "fixed-noise validation loss of a run's weights: per time, mean, standard error, per bucket "
@@ -245,6 +250,7 @@ FLAGS = (
         "TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8",
         ("aot", "family"),
     ),
+    (flags.DEFINE_string, "sweep", None, "a `sora-jax sweep` folder", ("fit",)),
     (flags.DEFINE_integer, "worker", 0, "this worker's index: it runs cells k with k mod n == i", ("sweep",)),
     (flags.DEFINE_integer, "num_workers", 1, "workers sharing the sweep", ("sweep",)),
     (
@@ -572,6 +578,15 @@ def cmd_sweep(args):
   print(json.dumps(report, indent=1))
 
 
+def cmd_fit(args):
+  from sora_jax.scaling.fit import fit_sweep
+
+  report = fit_sweep(_require(args, "sweep"))
+  print(
+      json.dumps({k: report[k] for k in ("cells", "left_out", "L_of_C", "extrapolation", "N_opt")}, indent=1)
+  )
+
+
 def cmd_validate(args):
   from sora_jax.train.validation import validate_workdir
 
@@ -733,6 +748,7 @@ def main(argv):
       "family": cmd_family,
       "validate": cmd_validate,
       "sweep": cmd_sweep,
+      "fit": cmd_fit,
       "coord-check": cmd_coord_check,
       "prepare": cmd_prepare,
       "cache-latents": cmd_cache_latents,
