@@ -41,7 +41,7 @@ def test_l_of_c_recovers_its_exponent():
 
 def test_frontier_and_iso_flop_minima():
   cells = [{"C": c, "loss": l, "N": n, "budget": b} for c, l, n, b in [
-      (1, 3.0, 1, 1), (1, 2.5, 2, 1), (1, 2.8, 4, 1), (4, 2.6, 1, 4), (4, 2.0, 2, 4), (4, 1.9, 4, 4)]]
+      (1, 3.0, 1, 1), (1, 2.5, 2, 1), (1, 2.8, 4, 1), (4, 2.6, 1, 4), (4, 2.5, 2, 4), (4, 1.9, 4, 4)]]
   assert [c["loss"] for c in frontier(cells)] == [2.5, 1.9]  # the best per compute, then only improvements
   minima = optimal_sizes(cells)
   assert 1 < minima[1] < 4 and minima[4] == 4  # budget 4's parabola opens down: its best size

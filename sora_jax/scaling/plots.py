@@ -5,10 +5,10 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from sora_jax.files import atomic_path  # noqa: E402
+from sora_jax.files import atomic_path
 
 
 def _save(fig, path):
