@@ -41,6 +41,11 @@ COMMANDS = {
         "scaling laws from a sweep's finished cells: L(C), L(N, D), N_opt(C) with bootstrap 90 % bands, "
         "an extrapolation check, plots (DIR/report/)",
     ),
+    "grid": (
+        "--sweep=DIR",
+        "the same prompts, seeds and initial latents sampled by every finished model of a sweep, by "
+        "training FLOPs: DIR/report/grid.png, grid.mp4, grid.json (scores)",
+    ),
     "validate": (
         "--workdir=DIR",
         "fixed-noise validation loss of a run's weights: per time, mean, standard error, per bucket "
@@ -250,7 +255,7 @@ FLAGS = (
         "TPU slice, e.g. v5p-256, v6e-256 or v5p:4x4x8",
         ("aot", "family"),
     ),
-    (flags.DEFINE_string, "sweep", None, "a `sora-jax sweep` folder", ("fit",)),
+    (flags.DEFINE_string, "sweep", None, "a `sora-jax sweep` folder", ("fit", "grid")),
     (flags.DEFINE_integer, "worker", 0, "this worker's index: it runs cells k with k mod n == i", ("sweep",)),
     (flags.DEFINE_integer, "num_workers", 1, "workers sharing the sweep", ("sweep",)),
     (
@@ -587,6 +592,13 @@ def cmd_fit(args):
   )
 
 
+def cmd_grid(args):
+  from sora_jax.scaling.grid import sample_grid
+
+  report = sample_grid(_require(args, "sweep"))
+  print(json.dumps({k: report[k] for k in ("models", "accuracy_by_model")}, indent=1))
+
+
 def cmd_validate(args):
   from sora_jax.train.validation import validate_workdir
 
@@ -749,6 +761,7 @@ def main(argv):
       "validate": cmd_validate,
       "sweep": cmd_sweep,
       "fit": cmd_fit,
+      "grid": cmd_grid,
       "coord-check": cmd_coord_check,
       "prepare": cmd_prepare,
       "cache-latents": cmd_cache_latents,

@@ -84,6 +84,12 @@ def _noise_key(seed, index, own_seed):
   return key, 0
 
 
+def request_noise(key, index, latent_shape):
+  """A request's initial latent: a function of its noise key and shape only, never of the model,
+  so a compute-matched grid starts every model from the same latent (scaling/grid.py)."""
+  return np.asarray(jax.random.normal(jax.random.fold_in(key, index), latent_shape))
+
+
 @dataclasses.dataclass
 class Pipeline:
   config: ml_collections.ConfigDict
@@ -192,6 +198,12 @@ class Pipeline:
     latents = self._sample_latents(ids, shapes, conditions, keys, steps, guidance)
     return [self.decode(z) for z in latents]
 
+  def initial_latents(self, requests, seed):
+    """The initial latent of each request as `sample` draws it (one-stage requests)."""
+    return [
+        request_noise(*_noise_key(seed, i, r.seed), self._latent_shape(r)) for i, r in enumerate(requests)
+    ]
+
   def _latent_shape(self, r):
     c = self.config
     check_video_size(r.num_frames, r.height, r.width, tuple(c.model.patch), what="requested size")
@@ -255,7 +267,7 @@ class Pipeline:
               "cond_mask": cond_mask,
           }
       )
-      noise.append(patchify(np.asarray(jax.random.normal(jax.random.fold_in(key, index), shape)), patch))
+      noise.append(patchify(request_noise(key, index, shape), patch))
       release.append(token_release)
       # SDEdit guides every generated token down to t = strength: its schedule starts there
       # (1, a full schedule, as soon as one generated token is not guided).

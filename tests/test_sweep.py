@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sora_jax.cli import run
@@ -92,3 +93,22 @@ def test_bad_sweeps_are_refused_before_any_cell(tmp_path, capsys, changes, messa
 def test_a_folder_of_another_sweep_is_refused(done, tmp_path):
   with pytest.raises(ConfigError, match="holds a different sweep"):
     run_sweep(_sweep_file(tmp_path, seeds="(1,)"), str(done))
+
+
+def test_grid_samples_every_model_from_the_same_initial_latents(done, capsys):
+  from sora_jax.generate import Pipeline
+  from sora_jax.scaling.grid import grid_requests
+  from sora_jax.evaluation.shapes import eval_prompts
+
+  run(["sora-jax", "grid", f"--sweep={done}"])
+  report = json.loads((Path(done) / "report" / "grid.json").read_text())
+  assert len(report["models"]) == 2 and len(report["tiles"]) == 2 * 4 * 2  # models x prompts x seeds
+  assert (Path(done) / "report" / "grid.png").stat().st_size > 1000
+  assert (Path(done) / "report" / "grid.mp4").stat().st_size > 1000
+  pipes = [Pipeline.load(str(p.parent)) for p in sorted(Path(done).glob("cells/*/status.json"))]
+  assert pipes[0].config.model.width != pipes[1].config.model.width
+  s = pipes[0].config.sample
+  requests = grid_requests(eval_prompts(num_frames=s.num_frames, height=s.height, width=s.width)[:2], (0, 1),
+                           s.num_frames, s.height, s.width)
+  for a, b in zip(*(p.initial_latents(requests, seed=0) for p in pipes)):
+    np.testing.assert_array_equal(a, b)

@@ -29,12 +29,20 @@ BOOTSTRAPS = 200
 BAND = (5.0, 95.0)
 
 
+def read_cells_status(sweep_dir):
+  """Every cell's status.json (with its folder's hash), by path."""
+  out = []
+  for path in sorted(glob.glob(os.path.join(sweep_dir, "cells", "*", "status.json"))):
+    with open(path) as f:
+      out.append(json.load(f) | {"hash": os.path.basename(os.path.dirname(path))})
+  return out
+
+
 def read_cells(sweep_dir):
   """(done cells with N, D, C, loss, scores; the names of the others with their status)."""
   done, others = [], []
-  for path in sorted(glob.glob(os.path.join(sweep_dir, "cells", "*", "status.json"))):
-    with open(path) as f:
-      status = json.load(f)
+  for status in read_cells_status(sweep_dir):
+    path = os.path.join(sweep_dir, "cells", status["hash"], "status.json")
     if status["status"] != "done":
       others.append(f"{status['name']} ({status['status']})")
       continue
