@@ -259,6 +259,13 @@ FLAGS = (
     (flags.DEFINE_integer, "worker", 0, "this worker's index: it runs cells k with k mod n == i", ("sweep",)),
     (flags.DEFINE_integer, "num_workers", 1, "workers sharing the sweep", ("sweep",)),
     (
+        flags.DEFINE_bool,
+        "plan",
+        False,
+        "resolve, validate and (for a pod sweep) compile every cell ahead; print the cells, train nothing",
+        ("sweep",),
+    ),
+    (
         flags.DEFINE_string,
         "widths",
         "64,128,256,512",
@@ -574,11 +581,14 @@ def cmd_eval(args):
 
 
 def cmd_sweep(args):
-  from sora_jax.scaling.sweep import run_sweep
+  from sora_jax.scaling.sweep import plan, run_sweep
 
   path = args["config"].config_filename if args["config"].present else None
   if not path:
     raise UsageError("--config=configs/sweeps/NAME.py is required")
+  if args.plan:
+    print(json.dumps(plan(path), indent=1))
+    return
   report = run_sweep(path, _require(args, "workdir"), worker=args.worker, num_workers=args.num_workers)
   print(json.dumps(report, indent=1))
 

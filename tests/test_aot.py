@@ -18,6 +18,23 @@ def test_compiles_for_a_v5p_slice_and_reports_memory_and_flops():
     assert 0 < step["roofline_mfu"] <= 1.0
   train, sample = report["reports"]
   assert train["xla_flops_per_chip"] > 2 * sample["xla_flops_per_chip"]  # backward costs more
+  # Data parallel over 4 chips: the gradients cross ICI (about one f32 copy of the params).
+  moved = train["collective_bytes_per_chip"]
+  assert moved["all-reduce"] + moved["reduce-scatter"] >= 0.9 * 4 * report["parameters"]
+  assert train["ici_seconds"] > 0 and train["roofline_with_ici_step_seconds"] >= train["roofline_step_seconds"]
+
+
+def test_collective_bytes_are_read_from_the_compiled_program():
+  hlo = """
+  %all-gather-start.1 = (bf16[4,8]{1,0}, bf16[16,8]{1,0}) all-gather-start(bf16[4,8]{1,0} %p), dimensions={0}
+  %all-gather-done.1 = bf16[16,8]{1,0} all-gather-done((bf16[4,8]{1,0}, bf16[16,8]{1,0}) %all-gather-start.1)
+  %all-reduce.2 = f32[100]{0} all-reduce(f32[100]{0} %g), to_apply=%add
+  %reduce-scatter.3 = f32[25]{0} reduce-scatter(f32[100]{0} %g), dimensions={0}
+  %fusion.4 = f32[100]{0} fusion(f32[100]{0} %g), kind=kLoop
+  """
+  moved = aot.collective_bytes(hlo)
+  assert moved["all-gather"] == 2 * (4 * 8 + 16 * 8)  # the async start's tuple, counted once
+  assert moved["all-reduce"] == 400 and moved["reduce-scatter"] == 100 and moved["all-to-all"] == 0
 
 
 def test_splash_with_segment_block_masks_compiles_for_tpu():

@@ -112,3 +112,11 @@ def test_grid_samples_every_model_from_the_same_initial_latents(done, capsys):
                            s.num_frames, s.height, s.width)
   for a, b in zip(*(p.initial_latents(requests, seed=0) for p in pipes)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_plan_lists_the_cells_and_writes_nothing(tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  run(["sora-jax", "sweep", f"--config={SWEEP}", "--plan"])
+  planned = json.loads(capsys.readouterr().out)
+  assert [c["steps"] for c in planned["cells"]] == [8, 4] and len(planned["left_out"]) == 2
+  assert not any(tmp_path.iterdir())

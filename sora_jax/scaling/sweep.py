@@ -27,6 +27,7 @@ import shutil
 import time
 import traceback
 
+import jax
 import ml_collections
 
 from sora_jax.config import ConfigError, validate
@@ -94,7 +95,7 @@ def cells(sweep):
   base = base_config(sweep)
   for key, value in sweep.overrides:
     set_key(base, key, value)
-  out, left_out = [], []
+  out, left_out, fits = [], [], {}
   for seed, depth, budget, extra in itertools.product(
       sweep.seeds, sweep.sizes, sweep.budgets or (None,), _combinations(sweep)
   ):
@@ -120,6 +121,7 @@ def cells(sweep):
         c.train.warmup = min(c.train.warmup, max(1, c.train.steps // 10))
       c.validation.every = sweep.validate_every or c.train.steps
       validate(c)
+      fit = pod_fit(c, sweep.get("topology"), fits)
     except ConfigError as e:
       raise ConfigError(f"sweep cell {name}: {e}") from None
     out.append(
@@ -129,6 +131,7 @@ def cells(sweep):
             "config": c,
             "overrides": extra,
             "evaluate": sweep.evaluate,
+            "aot": fit,
             "flops": c.train.steps * flops_per_step,
             "depth": depth,
             "seed": seed,
@@ -142,6 +145,37 @@ def cells(sweep):
           f"on it within {FLOP_TOLERANCE:.0%} (left out: {', '.join(left_out)})"
       )
   return out, left_out
+
+
+def pod_fit(config, topology, cache):
+  """With a sweep `topology`: the train step compiled ahead for that TPU slice (aot.py), once per
+  distinct model and batch; a cell that does not fit is refused. None without a topology."""
+  if not topology:
+    return None
+  c = config.copy_and_resolve_references()
+  c.seed, c.train.steps, c.train.warmup, c.validation.every = 0, 1, 1, 0  # what the compile ignores
+  key = config_hash(c)
+  if key not in cache:
+    from sora_jax import aot  # libtpu: only for pod sweeps
+
+    train = aot.compile_report(config, topology)["reports"][0]
+    cache[key] = {
+        k: train.get(k)
+        for k in (
+            "fits",
+            "memory_per_chip_gib",
+            "hbm_per_chip_gib",
+            "temp_needed_gib",
+            "roofline_mfu",
+            "roofline_with_ici_mfu",
+            "ici_seconds",
+        )
+    }
+  fit = cache[key]
+  if not fit["fits"]:
+    needed = fit.get("memory_per_chip_gib") or fit.get("temp_needed_gib")
+    raise ConfigError(f"does not fit {topology}: needs {needed} GiB per chip of {fit['hbm_per_chip_gib']}")
+  return fit
 
 
 def step_flops(config):
@@ -165,7 +199,7 @@ def check_folder(workdir, sweep, resolved):
     with open(path) as f:
       if json.load(f)["spec"] != json.loads(json.dumps(spec, default=str)):
         raise ConfigError(f"{workdir} holds a different sweep (sweep.json); give a new --workdir")
-  else:
+  elif not jax.process_index():
     write_json(path, {"spec": json.loads(json.dumps(spec, default=str))})
 
 
@@ -178,6 +212,8 @@ def status(workdir, cell):
 
 
 def _set_status(workdir, cell, state, **extra):
+  if jax.process_index():  # hosts of a multi-host worker run the cell together; one writes
+    return
   record = {
       "status": state,
       "name": cell["name"],
@@ -188,6 +224,7 @@ def _set_status(workdir, cell, state, **extra):
       "flops": cell["flops"],
       "overrides": cell["overrides"],
       "steps": cell["config"].train.steps,
+      "aot": cell["aot"],
       **extra,
   }
   write_json(os.path.join(workdir, "cells", cell["hash"], "status.json"), record)
@@ -221,7 +258,8 @@ def shared_stage(workdir, config, mesh, wait):
   if not os.path.exists(ready):
     vae, vae_params = train_vae(config, path, mesh)
     latent_cache(config, path, vae, vae_params)
-    write_json(ready, {"done": True})
+    if not jax.process_index():
+      write_json(ready, {"done": True})
   return path
 
 
@@ -278,6 +316,25 @@ def run_cell(workdir, cell, mesh, worker):
       validation_standard_error=validation["standard_error"],
       scores=scores,
   )
+
+
+def plan(path):
+  """`sora-jax sweep --plan`: every cell resolved, validated (and compiled ahead for a pod
+  sweep's topology), nothing trained or written."""
+  resolved, left_out = cells(load_sweep(path))
+  return {
+      "cells": [
+          {
+              "name": c["name"],
+              "hash": c["hash"],
+              "steps": c["config"].train.steps,
+              "flops": c["flops"],
+              "aot": c["aot"],
+          }
+          for c in resolved
+      ],
+      "left_out": left_out,
+  }
 
 
 def run_sweep(path, workdir, worker=0, num_workers=1):
