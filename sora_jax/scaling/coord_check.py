@@ -114,7 +114,10 @@ def coord_check(config, widths, steps=5, parametrizations=("standard", "mup")):
 def table(report):
   """Text table: per parametrization and layer, the size at the last step per width and the slope."""
   widths = report["widths"]
-  lines = [f"activation RMS after {report['steps'] - 1} updates; slope of log size vs log width"]
+  lines = [
+      f"activation RMS at step {report['steps'] - 1} ({report['steps'] - 2} updates at the full learning rate; "
+      "the schedule's first step has lr 0); slope of log size vs log width"
+  ]
   for p in ("standard", "mup"):
     if p not in report:
       continue
