@@ -597,9 +597,8 @@ def cmd_fit(args):
   from sora_jax.scaling.fit import fit_sweep
 
   report = fit_sweep(_require(args, "sweep"))
-  print(
-      json.dumps({k: report[k] for k in ("cells", "left_out", "L_of_C", "extrapolation", "N_opt")}, indent=1)
-  )
+  shown = ("cells", "left_out", "L_of_C", "extrapolation", "N_opt", "lr_transfer")
+  print(json.dumps({k: report[k] for k in shown if k in report}, indent=1))
 
 
 def cmd_grid(args):

@@ -45,3 +45,15 @@ def test_frontier_and_iso_flop_minima():
   assert [c["loss"] for c in frontier(cells)] == [2.5, 1.9]  # the best per compute, then only improvements
   minima = optimal_sizes(cells)
   assert 1 < minima[1] < 4 and minima[4] == 4  # budget 4's parabola opens down: its best size
+
+
+def test_lr_transfer_reads_the_best_learning_rate_per_width():
+  from sora_jax.scaling.fit import lr_transfer
+
+  cells = [{"parametrization": p, "width": w, "lr": lr, "loss": loss} for p, w, lr, loss in [
+      ("standard", 64, 1e-3, 1.0), ("standard", 64, 2e-3, 0.9), ("standard", 512, 1e-3, 0.8),
+      ("standard", 512, 2e-3, 1.1), ("mup", 64, 1e-3, 1.0), ("mup", 64, 2e-3, 0.9), ("mup", 512, 1e-3, 0.9),
+      ("mup", 512, 2e-3, 0.7)]]
+  out = lr_transfer(cells)
+  assert out["standard"]["shift_2x_steps"] == -1.0 and out["mup"]["shift_2x_steps"] == 0.0
+  assert out["mup"]["best_lr"] == {"64": 2e-3, "512": 2e-3}

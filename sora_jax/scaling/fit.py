@@ -55,6 +55,7 @@ def read_cells(sweep_dir):
             "name": status["name"],
             "depth": status["depth"],
             "lr": config.train.lr,
+            "parametrization": config.model.get("parametrization", "standard"),
             "width": config.model.width,
             "budget": status["budget"],
             "C": status["flops"],
@@ -165,9 +166,33 @@ def _need(cells, count, what):
     )
 
 
+def lr_transfer(cells):
+  """{parametrization: {"best_lr": {width: lr}, "shift_2x_steps": log2 of the best lr's move from
+  the narrowest to the widest width}} where a width was trained at several learning rates."""
+  out = {}
+  for p in sorted({c["parametrization"] for c in cells}):
+    best = {}
+    for width in sorted({c["width"] for c in cells if c["parametrization"] == p}):
+      group = [c for c in cells if c["parametrization"] == p and c["width"] == width]
+      if len({c["lr"] for c in group}) > 1:
+        best[width] = min(group, key=lambda c: c["loss"])["lr"]
+    if len(best) > 1:
+      widths = sorted(best)
+      out[p] = {
+          "best_lr": {str(w): best[w] for w in widths},
+          "shift_2x_steps": float(np.log2(best[widths[-1]] / best[widths[0]])),
+      }
+  return out
+
+
 def fit_sweep(sweep_dir, seed=0):
   """The report (and DIR/report/ files)."""
   cells, left_out = read_cells(sweep_dir)
+  transfer = lr_transfer(cells)
+  if transfer and not any(c["budget"] for c in cells):  # an lr study: no compute laws to fit
+    return _write_report(
+        sweep_dir, cells, {"cells": len(cells), "left_out": left_out, "lr_transfer": transfer}
+    )
   front = frontier(cells)
   _need(front, 3, "L(C) on the compute frontier")
   _need(cells, 5, "L(N, D)")
@@ -204,7 +229,12 @@ def fit_sweep(sweep_dir, seed=0):
       "extrapolation": extrapolation(cells, fit_nd),
       "N_opt": _n_opt(cells),
       "score_vs_loss": [(c["loss"], c["direction"]) for c in cells if c["direction"] is not None],
+      "lr_transfer": transfer,
   }
+  return _write_report(sweep_dir, cells, report)
+
+
+def _write_report(sweep_dir, cells, report):
   out = os.path.join(sweep_dir, "report")
   write_json(os.path.join(out, "fit.json"), report)
   _write_csv(os.path.join(out, "cells.csv"), cells)
@@ -257,7 +287,20 @@ def _n_opt(cells):
 
 
 def _write_csv(path, cells):
-  keys = ("name", "depth", "width", "lr", "budget", "C", "N", "D", "loss", "loss_se", "direction")
+  keys = (
+      "name",
+      "depth",
+      "width",
+      "parametrization",
+      "lr",
+      "budget",
+      "C",
+      "N",
+      "D",
+      "loss",
+      "loss_se",
+      "direction",
+  )
   with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(keys)

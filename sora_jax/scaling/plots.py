@@ -25,9 +25,26 @@ def _by(cells, key):
   return dict(sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
 
 
+def plot_lr_transfer(out, cells):
+  """Validation loss against learning rate, a line per width, a panel per parametrization."""
+  params = sorted({c["parametrization"] for c in cells})
+  fig, axes = plt.subplots(1, len(params), figsize=(5 * len(params), 3.8), squeeze=False, sharey=True)
+  for ax, p in zip(axes[0], params):
+    for width, group in _by([c for c in cells if c["parametrization"] == p], "width").items():
+      group = sorted(group, key=lambda c: c["lr"])
+      ax.plot([c["lr"] for c in group], [c["loss"] for c in group], marker="o", label=f"width {width}")
+    ax.set(xscale="log", xlabel="learning rate", title=p)
+    ax.legend(fontsize=7)
+  axes[0][0].set_ylabel("validation loss")
+  _save(fig, os.path.join(out, "lr_transfer.png"))
+
+
 def plot_report(out, cells, report):
   """loss_vs_compute, isoflop, per_time_loss, score_vs_loss and (with several learning rates per
-  width) lr_transfer, as PNGs in `out`."""
+  width) lr_transfer, as PNGs in `out`; an lr study (no budgets) has lr_transfer alone."""
+  if "L_of_C" not in report:
+    plot_lr_transfer(out, cells)
+    return
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for depth, group in _by(cells, "depth").items():
     ax.scatter([c["C"] for c in group], [c["loss"] for c in group], label=f"d={depth}", s=22)
@@ -77,12 +94,5 @@ def plot_report(out, cells, report):
     ax.set(xlabel="validation loss", ylabel="held-out direction accuracy", title="shapes score vs loss")
     _save(fig, os.path.join(out, "score_vs_loss.png"))
 
-  widths = _by(cells, "width")
-  if any(len({c["lr"] for c in group}) > 1 for group in widths.values()):
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for width, group in widths.items():
-      group = sorted(group, key=lambda c: c["lr"])
-      ax.plot([c["lr"] for c in group], [c["loss"] for c in group], marker="o", label=f"width {width}")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="validation loss", title="learning-rate transfer")
-    ax.legend(fontsize=7)
-    _save(fig, os.path.join(out, "lr_transfer.png"))
+  if report.get("lr_transfer"):
+    plot_lr_transfer(out, cells)

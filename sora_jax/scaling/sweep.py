@@ -32,6 +32,7 @@ import ml_collections
 
 from sora_jax.config import ConfigError, validate
 from sora_jax.files import write_json
+from sora_jax.train.validation import VALIDATION_FILE
 from sora_jax.scaling.family import data_mix_grids, member, mix_padding, size_row
 
 STATUSES = ("queued", "running", "done", "failed", "diverged")
@@ -97,14 +98,17 @@ def cells(sweep):
     set_key(base, key, value)
   out, left_out, fits = [], [], {}
   for seed, depth, budget, extra in itertools.product(
-      sweep.seeds, sweep.sizes, sweep.budgets or (None,), _combinations(sweep)
+      sweep.seeds, sweep.sizes or (None,), sweep.budgets or (None,), _combinations(sweep)
   ):
+    # No sizes: the base config's model, sized by the overrides (e.g. model.width in `zip`).
     name = (
-        f"d{depth}" + (f"_C{budget:.3g}" if budget else "") + "".join(f"_{k}={v}" for k, v in extra.items())
+        (f"d{depth}" if depth else "base")
+        + (f"_C{budget:.3g}" if budget else "")
+        + "".join(f"_{k}={v}" for k, v in extra.items())
     )
     name += f"_seed{seed}"
     try:
-      c = member(base, depth)
+      c = member(base, depth) if depth else base.copy_and_resolve_references()
       c.seed = seed
       for key, value in extra.items():
         set_key(c, key, value, name)
@@ -280,6 +284,10 @@ def run_cell(workdir, cell, mesh, worker):
     shutil.copytree(os.path.join(shared, "checkpoints", "vae"), os.path.join(folder, "checkpoints", "vae"))
   if not os.path.exists(os.path.join(folder, CACHE_FILE)):
     os.link(os.path.join(shared, CACHE_FILE), os.path.join(folder, CACHE_FILE))
+  # The validation set depends on the VAE and data only: one encoding serves the group's cells.
+  shared_set, own_set = os.path.join(shared, VALIDATION_FILE), os.path.join(folder, VALIDATION_FILE)
+  if os.path.exists(shared_set) and not os.path.exists(own_set):
+    os.link(shared_set, own_set)
   _set_status(workdir, cell, "running")
   try:
     vae, vae_params = train_vae(config, folder, mesh)  # restores the shared VAE
@@ -291,6 +299,8 @@ def run_cell(workdir, cell, mesh, worker):
   from sora_jax.generate import LATENT_STATS_FILE
 
   write_stats(os.path.join(folder, LATENT_STATS_FILE), stats)
+  if os.path.exists(own_set) and not os.path.exists(shared_set) and not jax.process_index():
+    os.link(own_set, shared_set)
   with open(os.path.join(folder, "validation", f"step_{config.train.steps}.json")) as f:
     validation = json.load(f)
   scores = None
