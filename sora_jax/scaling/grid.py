@@ -63,7 +63,7 @@ def sample_grid(sweep_dir, *, num_prompts=4, seeds=(0, 1), max_models=6, steps=N
   s = first.config.sample
   prompts = eval_prompts(num_frames=s.num_frames, height=s.height, width=s.width)[:num_prompts]
   requests = grid_requests(prompts, seeds, s.num_frames, s.height, s.width)
-  run = dict(steps=steps or s.steps, guidance=guidance or s.guidance, seed=0)
+  run = {"steps": steps or s.steps, "guidance": guidance or s.guidance, "seed": 0}
   columns, scores = [], []
   for label, folder, flops in models:
     pipe = first if folder == models[0][1] else Pipeline.load(folder)

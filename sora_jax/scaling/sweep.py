@@ -32,8 +32,8 @@ import ml_collections
 
 from sora_jax.config import ConfigError, validate
 from sora_jax.files import write_json
-from sora_jax.train.validation import VALIDATION_FILE
 from sora_jax.scaling.family import data_mix_grids, member, mix_padding, size_row
+from sora_jax.train.validation import VALIDATION_FILE
 
 STATUSES = ("queued", "running", "done", "failed", "diverged")
 FLOP_TOLERANCE = 0.01
