@@ -115,8 +115,10 @@ def table(report):
   """Text table: per parametrization and layer, the size at the last step per width and the slope."""
   widths = report["widths"]
   lines = [
-      (f"activation RMS at step {report['steps'] - 1} ({report['steps'] - 2} updates at the full learning rate; "
-      "the schedule's first step has lr 0); slope of log size vs log width")
+      (
+          f"activation RMS at step {report['steps'] - 1} ({report['steps'] - 2} updates at the full learning rate; "
+          "the schedule's first step has lr 0); slope of log size vs log width"
+      )
   ]
   for p in ("standard", "mup"):
     if p not in report:

@@ -63,7 +63,7 @@ def read_cells(sweep_dir):
             "D": status["flops"] / per_token,
             "loss": status["validation_loss"],
             "loss_se": status["validation_standard_error"],
-            "direction": (status.get("scores") or {}).get("direction_ok"),
+            "direction": (status.get("scores") or {}).get("direction_accuracy"),
             "per_time": _per_time(os.path.dirname(path), config.train.steps),
         }
     )
@@ -125,12 +125,18 @@ def _starts_nd(loss):
 
 
 def frontier(cells):
-  """The cells no cell of less compute beats, by compute."""
-  out, best = [], np.inf
-  for cell in sorted(cells, key=lambda c: (c["C"], c["loss"])):
-    if cell["loss"] < best:
+  """The best cell of each budget (cells of one budget differ in compute by up to 1 %: they
+  count as one point), then those no cell of less compute beats, by compute."""
+  best = {}
+  for cell in cells:
+    key = cell.get("budget") or cell["C"]
+    if key not in best or cell["loss"] < best[key]["loss"]:
+      best[key] = cell
+  out, lowest = [], np.inf
+  for cell in sorted(best.values(), key=lambda c: c["C"]):
+    if cell["loss"] < lowest:
       out.append(cell)
-      best = cell["loss"]
+      lowest = cell["loss"]
   return out
 
 
