@@ -53,17 +53,7 @@ def activation_sizes(config, steps):
   t = jax.numpy.full(batch["grid"].shape[:2], 0.5)
 
   def forward(params):
-    _, captured = training.model.apply(
-        {"params": params},
-        batch["tokens"],
-        batch["segment_ids"],
-        batch["positions"],
-        batch["cond_mask"],
-        t,
-        batch["text_ids"],
-        capture_intermediates=_layers,
-        mutable=["intermediates"],
-    )
+    _, captured = training.denoise(params, batch, t, capture_intermediates=_layers, mutable=["intermediates"])
     return captured["intermediates"]
 
   forward, step = jax.jit(forward), jax.jit(training.train_step)

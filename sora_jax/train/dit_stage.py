@@ -172,8 +172,9 @@ class DiTTraining:
   train_step: Callable  # (state, batch, rng) -> (state, metrics)
   batch_shapes: dict  # {key: ShapeDtypeStruct} of the global packed batch
 
-  def denoise(self, params, batch, t):
-    """One DiT evaluation of a packed batch at per-example times t [B, E] (a sampling step)."""
+  def denoise(self, params, batch, t, **apply_kwargs):
+    """One DiT evaluation of a packed batch at per-example times t [B, E] (a sampling step);
+    apply_kwargs go to `Module.apply` (e.g. capture_intermediates, for the coordinate check)."""
     return self.model.apply(
         {"params": params},
         batch["tokens"],
@@ -182,6 +183,7 @@ class DiTTraining:
         batch["cond_mask"],
         t,
         batch["text_ids"],
+        **apply_kwargs,
     )
 
 

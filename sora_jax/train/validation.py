@@ -26,14 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.config import ConfigError
-from sora_jax.data.latents import encode_videos, standardise
+from sora_jax.data.latents import encode_videos
 from sora_jax.data.packing import first_fit, pack, pack_values
 from sora_jax.data.synthetic import ShapesSource, caption
 from sora_jax.diffusion import make_objective
 from sora_jax.evaluation.shapes import eval_prompts, true_clip, true_spec
 from sora_jax.files import atomic_path
-from sora_jax.models.build import caption_ids
-from sora_jax.models.patch import grid_positions, patch_grid, patchify
 
 VALIDATION_FILE = "validation_set.pkl"
 
@@ -103,18 +101,15 @@ def validation_set(config, workdir, vae, vae_params):
 
 def _items(config, examples, stats):
   """Every (example, time) as a packable example with its noised tokens, target and time."""
+  from sora_jax.train.dit_stage import latent_example  # here: dit_stage imports this module
+
   objective = make_objective(config.diffusion)
-  patch = tuple(config.model.patch)
   base = jax.random.key(config.validation.seed)
   items = []
   for i, ex in enumerate(examples):
-    x0 = patchify(standardise(ex["latent"], stats), patch).astype(np.float32)
-    grid = patch_grid(ex["latent"].shape[:3], patch)
-    common = {
-        "positions": grid_positions(grid),
-        "grid": np.array(grid, np.int32),
-        "text_ids": caption_ids(config, [ex["caption"]])[0],
-    }
+    # The example as training makes it (standardised, patchified, captioned), unconditioned.
+    common = latent_example(config, ex["latent"], stats, ex["caption"])
+    x0 = common.pop("tokens")
     for k, t in enumerate(config.validation.times):
       noise = np.asarray(jax.random.normal(jax.random.fold_in(jax.random.fold_in(base, i), k), x0.shape))
       items.append(
@@ -200,17 +195,14 @@ def validate_workdir(workdir):
   workdir/validation.json."""
   from sora_jax.files import write_json
   from sora_jax.generate import Pipeline  # here: generate imports the training stack
+  from sora_jax.train.dit_stage import dit_training
 
   pipe = Pipeline.load(workdir)
   if not validation_available(pipe.config):
     raise ConfigError(f"{workdir}: validation is built from the shapes data; this run trains on other data")
   examples = validation_set(pipe.config, workdir, pipe.vae, pipe.vae_params)
 
-  @jax.jit
-  def denoise(params, batch, t):
-    args = (batch[k] for k in ("tokens", "segment_ids", "positions", "cond_mask"))
-    return pipe.dit.apply({"params": params}, *args, t, batch["text_ids"])
-
+  denoise = jax.jit(dit_training(pipe.config).denoise)
   report = validation_loss(pipe.config, denoise, pipe.dit_params, examples, pipe.latent_stats)
   write_json(os.path.join(workdir, "validation.json"), report)
   return report
