@@ -5,6 +5,7 @@ This module imports no jax at the top, so `--help` answers at once and run() can
 platforms (sora_jax/platforms.py) before jax is imported.
 """
 
+import functools
 import json
 import os
 import re
@@ -42,9 +43,15 @@ COMMANDS = {
         "an extrapolation check, plots (DIR/report/)",
     ),
     "grid": (
-        "--sweep=DIR",
-        "the same prompts, seeds and initial latents sampled by every finished model of a sweep, by "
-        "training FLOPs: DIR/report/grid.png, grid.mp4, grid.json (scores)",
+        "--sweep=DIR | --workdir=DIR",
+        "the same prompts, seeds and initial latents sampled at several compute points, by training "
+        "FLOPs: a sweep's frontier models (DIR/report/) or one run's kept checkpoints (DIR/grid/); "
+        "grid.png, grid.mp4, grid.json (scores)",
+    ),
+    "export": (
+        "--workdir=DIR --output=OUT [--dtype=float32|bfloat16] [--weights=ema|raw] [--serving]",
+        "a run's weights as a diffusers-style folder of safetensors (model_index.json, transformer/, "
+        "vae/, text_encoder/, README.md model card); sample it with `sora-jax sample --model=OUT`",
     ),
     "validate": (
         "--workdir=DIR",
@@ -94,9 +101,40 @@ FLAGS = (
         "workdir",
         None,
         "run directory: checkpoints, TensorBoard events, samples",
-        ("train", "sample", "eval", "validate", "sweep", "cache-latents"),
+        ("train", "sample", "eval", "validate", "sweep", "cache-latents", "grid", "export"),
+    ),
+    (
+        flags.DEFINE_string,
+        "model",
+        None,
+        "an exported model folder (`sora-jax export`), sampled instead of a run's --workdir",
+        ("sample",),
+    ),
+    (flags.DEFINE_string, "dtype", "float32", "exported weights' dtype: float32 or bfloat16", ("export",)),
+    (
+        flags.DEFINE_string,
+        "weights",
+        "ema",
+        "ema (the EMA weights, what sampling uses) or raw (the training weights)",
+        ("export",),
+    ),
+    (flags.DEFINE_integer, "max_shard_mb", 5120, "safetensors files past this size are sharded", ("export",)),
+    (
+        flags.DEFINE_bool,
+        "serving",
+        False,
+        "also jax.export artefacts of one denoising step and the VAE decoder (OUT/serving/)",
+        ("export",),
     ),
     (flags.DEFINE_multi_string, "prompt", [], "caption to sample; repeat for several", ("sample",)),
+    (
+        flags.DEFINE_string,
+        "expand_prompt",
+        None,
+        "rewrite prompts before sampling: 'rules' (terse shapes prompts -> training captions) or "
+        "a Python entry point module:function",
+        ("sample",),
+    ),
     (
         flags.DEFINE_string,
         "image",
@@ -211,7 +249,7 @@ FLAGS = (
         None,
         "sample: a .mp4 / .gif / .png video (.png: 1 frame); aot, family: a .json "
         "report; prepare, cache-latents, coord-check: the output folder",
-        ("sample", "aot", "family", "prepare", "cache-latents", "coord-check"),
+        ("sample", "aot", "family", "prepare", "cache-latents", "coord-check", "export"),
     ),
     (
         flags.DEFINE_bool,
@@ -292,6 +330,13 @@ FLAGS = (
     (flags.DEFINE_float, "fps", 8.0, "frame rate clips are resampled to", ("prepare",)),
     (flags.DEFINE_integer, "clip_frames", 17, "frames per clip (1 + 4k)", ("prepare",)),
     (flags.DEFINE_integer, "clip_stride", 17, "frames between clip starts", ("prepare",)),
+    (
+        flags.DEFINE_float,
+        "validation_fraction",
+        0.0,
+        "share of the videos held out, whole, as a 'validation' split (the validation loss of runs on them)",
+        ("prepare",),
+    ),
     (flags.DEFINE_integer, "bench_steps", 10, "timed steps after warm-up", ("bench",)),
     (
         flags.DEFINE_float,
@@ -517,10 +562,20 @@ def cmd_sample(args, positional=()):
   from sora_jax.data.video_io import write_video
   from sora_jax.generate import Pipeline
 
-  workdir, output = _require(args, "workdir"), _require(args, "output")
+  if bool(args.model) == bool(args.workdir):
+    raise UsageError("sample: give --workdir=DIR (a run) or --model=DIR (an export)")
+  workdir, output = args.model or args.workdir, _require(args, "output")
   if not args.prompt:
     raise UsageError("--prompt is required (repeat it for several prompts)")
   _check_sampler_flags(args)
+  if args.expand_prompt:
+    from sora_jax.prompts import load_expander
+
+    expanded = load_expander(args.expand_prompt)(args.prompt)
+    for before, after in zip(args.prompt, expanded):
+      if after != before:
+        print(f"prompt {before!r} -> {after!r}", file=sys.stderr)
+    args.prompt = expanded
   mode, videos = _sample_mode(args, positional)
   if mode == "extend" and args.extend not in modes.EXTEND_DIRECTIONS:
     raise UsageError(f"--extend={args.extend!r}; choose from {modes.EXTEND_DIRECTIONS}")
@@ -601,11 +656,34 @@ def cmd_fit(args):
   print(json.dumps({k: report[k] for k in shown if k in report}, indent=1))
 
 
-def cmd_grid(args):
-  from sora_jax.scaling.grid import sample_grid
+MAX_GRID_MODELS = 6  # grid columns: more compute points are spread over the range
 
-  report = sample_grid(_require(args, "sweep"))
-  print(json.dumps({k: report[k] for k in ("models", "accuracy_by_model")}, indent=1))
+
+def cmd_grid(args):
+  from sora_jax.scaling.grid import run_models, sample_grid, sweep_models
+
+  if bool(args.sweep) == bool(args.workdir):
+    raise UsageError("grid: give --sweep=DIR (a sweep's models) or --workdir=DIR (one run's checkpoints)")
+  if args.sweep:
+    report = sample_grid(sweep_models(args.sweep, MAX_GRID_MODELS), os.path.join(args.sweep, "report"))
+  else:
+    report = sample_grid(run_models(args.workdir, MAX_GRID_MODELS), os.path.join(args.workdir, "grid"))
+  print(json.dumps({k: report[k] for k in ("models", "compute_span", "accuracy_by_model")}, indent=1))
+
+
+def cmd_export(args):
+  from sora_jax.export import export_run
+
+  output = _require(args, "output")
+  index = export_run(
+      _require(args, "workdir"),
+      output,
+      dtype=args.dtype,
+      weights=args.weights,
+      max_shard_bytes=args.max_shard_mb * 2**20,
+      serving=args.serving,
+  )
+  print(f"{output}: DiT step {index['step']}, {index['weights']} weights in {index['dtype']}")
 
 
 def cmd_validate(args):
@@ -654,31 +732,44 @@ def cmd_prepare(args):
   from sora_jax.data.prepare import prepare
 
   source, output = _require(args, "input"), _require(args, "output")
-  report = prepare(source, output, fps=args.fps, clip_frames=args.clip_frames, clip_stride=args.clip_stride)
+  report = prepare(
+      source,
+      output,
+      fps=args.fps,
+      clip_frames=args.clip_frames,
+      clip_stride=args.clip_stride,
+      validation_fraction=args.validation_fraction,
+  )
+  held = report["splits"].get("validation")
   print(
-      f"{report['clips']} clips from {report['videos_used']} of {report['videos']} videos into {output}; "
-      f"{report['skipped_count']} skipped {report['skipped_reasons']} (listed in {output}/report.json)"
+      f"{report['clips']} clips from {report['videos_used']} of {report['videos']} videos into {output}"
+      + (
+          f" ({held['clips']} of them from {len(report['validation_videos'])} validation videos)"
+          if held
+          else ""
+      )
+      + f"; {report['skipped_count']} skipped {report['skipped_reasons']} (listed in {output}/report.json)"
   )
 
 
 def cmd_cache_latents(args):
-  from sora_jax.data.latent_cache import cache_latents
-  from sora_jax.data.prepare import clip_source
+  from sora_jax.data.latent_cache import VALIDATION_DIR, cache_latents
+  from sora_jax.data.prepare import clip_source, split_names
   from sora_jax.generate import Pipeline
 
   workdir, source, output = _require(args, "workdir"), _require(args, "input"), _require(args, "output")
   pipe = Pipeline.load(workdir, dit=False)
   c = pipe.config
-  count = cache_latents(
-      pipe.vae,
-      pipe.vae_params,
-      clip_source(source),
-      output,
-      budget=c.train.row_length,
-      patch=tuple(c.model.patch),
+  encode = functools.partial(
+      cache_latents, pipe.vae, pipe.vae_params, budget=c.train.row_length, patch=tuple(c.model.patch)
   )
+  count = encode(clip_source(source), output)
+  held = ""
+  if "validation" in split_names(source):
+    held_count = encode(clip_source(source, "validation"), os.path.join(output, VALIDATION_DIR), stats=False)
+    held = f" (and {held_count} validation clips into {output}/{VALIDATION_DIR})"
   print(
-      f"{count} clips encoded with the VAE of {workdir} into {output}; "
+      f"{count} clips encoded with the VAE of {workdir} into {output}{held}; "
       f"train on them with --config.data.latents={output}"
   )
 
@@ -771,6 +862,7 @@ def main(argv):
       "sweep": cmd_sweep,
       "fit": cmd_fit,
       "grid": cmd_grid,
+      "export": cmd_export,
       "coord-check": cmd_coord_check,
       "prepare": cmd_prepare,
       "cache-latents": cmd_cache_latents,

@@ -127,6 +127,7 @@ def default_config():
   c.train.sample_every = 0  # fixed-seed progress videos every N DiT steps (0: off)
   c.train.keep_checkpoints = 2  # the last N checkpoints ...
   c.train.keep_period = 0  # ... plus every K-th step for good (0: none)
+  c.train.keep_steps = ()  # ... and these steps (e.g. compute points for `sora-jax grid --workdir`)
   c.train.peak_flops = 0.0  # per device, for the MFU metric; 0: known device kinds
   c.train.max_nonfinite_in_row = 20  # non-finite steps are skipped; this many in a row stop
 
@@ -140,6 +141,7 @@ def default_config():
   c.validation.seed = 7919  # noise and the training-distribution sample; not the training seed
   c.validation.train_sample = 32  # videos drawn from the training distribution
   c.validation.held_out = True  # plus the held-out prompts' true clips at the sampling size
+  c.validation.real_clips = 64  # real data: clips of the validation split scored (the first N)
 
   c.aot = ml_collections.ConfigDict()
   c.aot.example_grid = (5, 3, 3)  # patch grid of the examples assumed by `aot` FLOPs
@@ -228,10 +230,13 @@ def validate(c):
     raise ConfigError(f"validation.times={tuple(c.validation.times)}: give times strictly between 0 and 1")
   if c.validation.every < 0 or c.validation.train_sample < 0:
     raise ConfigError("validation.every and validation.train_sample must be >= 0")
-  if c.validation.train_sample + 16 * c.validation.held_out < 2:
+  real = bool(c.data.latents or c.data.clips)
+  if not real and c.validation.train_sample + 16 * c.validation.held_out < 2:
     raise ConfigError(
         "validation: the set needs at least 2 examples (validation.train_sample, validation.held_out)"
     )
+  if real and c.validation.real_clips < 2:
+    raise ConfigError(f"validation.real_clips={c.validation.real_clips}: the set needs at least 2 clips")
   if c.sample.first_frame not in FIRST_FRAME_SOURCES:
     raise ConfigError(f"sample.first_frame={c.sample.first_frame!r}; choose from {FIRST_FRAME_SOURCES}")
   if c.sample.first_frame != "joint" and patch[0] != 1:
@@ -271,3 +276,5 @@ def validate(c):
   for key in ("steps", "rows", "row_length", "grad_accum"):
     if c.train[key] < 1:
       raise ConfigError(f"train.{key}={c.train[key]} must be positive")
+  if not all(isinstance(s, int) and s >= 1 for s in c.train.keep_steps):
+    raise ConfigError(f"train.keep_steps={tuple(c.train.keep_steps)}: give positive step numbers")

@@ -32,6 +32,15 @@ CONFIG_FILE = "config.json"
 LATENT_STATS_FILE = "latent_stats.json"  # the DiT's latent standardisation, beside the config
 
 
+def run_config(workdir):
+  """workdir/config.json, keys added since it was written taking their defaults."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise CheckpointMissing(f"{workdir}: no {CONFIG_FILE}; run `sora-jax train --workdir={workdir}` first")
+  with open(path) as f:
+    return ml_collections.ConfigDict(_with_defaults(json.load(f), default_config().to_dict()))
+
+
 def _with_defaults(saved, defaults):
   """A saved config with keys added since it was written filled in from the defaults."""
   for key, value in defaults.items():
@@ -101,24 +110,30 @@ class Pipeline:
   _samplers: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
   @classmethod
-  def load(cls, workdir, dit=True):
+  def load(cls, workdir, dit=True, dit_step=None, weights="ema"):
     """Rebuild models from workdir/config.json and restore the latest EMA weights (the VAE only
-    with dit=False, e.g. to encode latents after the VAE stage)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-      raise CheckpointMissing(f"{workdir}: no {CONFIG_FILE}; run `sora-jax train --workdir={workdir}` first")
-    with open(path) as f:
-      config = ml_collections.ConfigDict(_with_defaults(json.load(f), default_config().to_dict()))
+    with dit=False, e.g. to encode latents after the VAE stage; the DiT of a kept step with
+    dit_step, e.g. for a grid along the run; the raw weights with weights="params"). A folder
+    written by `sora-jax export` loads from its safetensors instead."""
+    from sora_jax.export import MODEL_INDEX, load_exported  # here: export imports this module
+
+    if os.path.isfile(os.path.join(workdir, MODEL_INDEX)):
+      return load_exported(cls, workdir, dit=dit)
+    config = run_config(workdir)
     states = {}
     for name in ("vae", "dit") if dit else ("vae",):
       ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name))
-      saved = ckpt.restore_saved()
+      step = dit_step if name == "dit" else None
+      if step is not None and step not in (kept := ckpt.all_steps()):
+        ckpt.close()
+        raise CheckpointMissing(f"{workdir}: no DiT checkpoint at step {step} (kept: {kept})")
+      saved = ckpt.restore_saved(step)
       ckpt.close()
       if saved is None:
         raise CheckpointMissing(
             f"{workdir}: no {name} checkpoint; run `sora-jax train --workdir={workdir}` first"
         )
-      states[name] = saved["ema_params"]
+      states[name] = saved["ema_params" if weights == "ema" else "params"]
     if not dit:
       return cls(config, build_vae(config.vae), states["vae"], None, None, None)
     return cls(

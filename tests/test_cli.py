@@ -4,15 +4,19 @@ import fnmatch
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 from sora_jax import platforms
 from sora_jax.cli import COMMANDS, CONFIGURED, FLAGS, run
+from sora_jax.config import ConfigError
 from sora_jax.data.video_io import read_video
 
 
@@ -42,7 +46,7 @@ def workdir(tmp_path_factory):
   os.chdir(parent)  # a relative workdir, as users type it
   try:
     call("train", TINY, "--workdir=run", "--config.train.peak_flops=1e12", "--config.validation.every=3",
-         "--config.validation.train_sample=4")
+         "--config.validation.train_sample=4", "--config.train.keep_steps=(1,)")
   finally:
     os.chdir(cwd)
   return parent / "run"
@@ -76,7 +80,83 @@ def test_train_writes_checkpoints_events_samples(workdir):
 
 def test_train_resumes_without_redoing_steps(workdir, capsys):
   call("train", TINY, f"--workdir={workdir}")
-  assert sorted(p.name for p in (workdir / "checkpoints" / "dit").iterdir() if p.name.isdigit()) == ["2", "3"]
+  # The last 2 (keep_checkpoints) and step 1 (keep_steps) for good.
+  assert sorted(p.name for p in (workdir / "checkpoints" / "dit").iterdir() if p.name.isdigit()) == ["1", "2", "3"]
+
+
+def test_grid_along_a_run_samples_its_kept_checkpoints(workdir, capsys):
+  call("grid", f"--workdir={workdir}")
+  report = json.loads((workdir / "grid" / "grid.json").read_text())
+  assert [m.split()[:2] for m in report["models"]] == [["step", "1"], ["step", "2"], ["step", "3"]]
+  assert report["compute_span"] == pytest.approx(3.0) and len(report["tiles"]) == 3 * 4 * 2
+  assert (workdir / "grid" / "grid.png").stat().st_size > 1000 and (workdir / "grid" / "grid.mp4").stat().st_size > 1000
+  # Step 1's column is step 1's weights, not the latest.
+  from sora_jax.generate import Pipeline
+  first, last = Pipeline.load(str(workdir), dit_step=1), Pipeline.load(str(workdir))
+  assert any((a != b).any() for a, b in zip(jax.tree.leaves(first.dit_params), jax.tree.leaves(last.dit_params)))
+
+
+def test_export_round_trips_bit_exact_and_samples_the_same(workdir, tmp_path, capsys):
+  from sora_jax.generate import Pipeline
+  out = tmp_path / "export"
+  call("export", f"--workdir={workdir}", f"--output={out}")
+  index = json.loads((out / "model_index.json").read_text())
+  assert index["step"] == 3 and index["transformer"] == ["sora_jax", "DiT"] and index["dtype"] == "float32"
+  assert all((out / c / "config.json").is_file() for c in ("transformer", "vae", "text_encoder"))
+  assert "training FLOPs" in (out / "README.md").read_text()
+  live, back = Pipeline.load(str(workdir)), Pipeline.load(str(out))
+  for a, b in ((live.dit_params, back.dit_params), (live.vae_params, back.vae_params)):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  videos = []
+  for source in (f"--model={out}", f"--workdir={workdir}"):
+    call("sample", source, "--prompt=a red circle moves left", f"--output={tmp_path / 'v.mp4'}", "--steps=2")
+    videos.append(read_video(tmp_path / "v.mp4"))
+  np.testing.assert_array_equal(*videos)
+  capsys.readouterr()
+  shutil.rmtree(out / "vae")
+  with pytest.raises(SystemExit):
+    call("sample", f"--model={out}", "--prompt=a red circle", f"--output={tmp_path / 'v.mp4'}")
+  assert "the export has no vae/ component" in capsys.readouterr().err
+
+
+def test_bfloat16_export_is_sharded_and_samples_close(workdir, tmp_path):
+  from sora_jax.export import export_run
+  from sora_jax.generate import Pipeline, Request
+  out = tmp_path / "bf16"
+  export_run(str(workdir), str(out), dtype="bfloat16", max_shard_bytes=20_000)
+  index = json.loads((out / "transformer" / "diffusion_pytorch_model.safetensors.index.json").read_text())
+  shards = set(index["weight_map"].values())
+  assert len(shards) > 1 and all((out / "transformer" / s).is_file() for s in shards)
+  live, back = Pipeline.load(str(workdir)), Pipeline.load(str(out))
+  assert {x.dtype for x in jax.tree.leaves(back.dit_params)} == {np.dtype(jax.numpy.bfloat16)}
+  request = [Request("a red circle moves left", 5, 16, 16, seed=0)]
+  a, b = (p.sample(request, steps=2, guidance=1.0, seed=0)[0].astype(np.float32) for p in (live, back))
+  assert np.abs(a - b).mean() < 4.0, np.abs(a - b).mean()  # of 255
+
+
+def test_serving_artefacts_sample_like_the_pipeline(workdir, tmp_path, capsys):
+  from sora_jax.export import export_run
+  from sora_jax.generate import Pipeline, Request, _noise_key, request_noise
+  from sora_jax.serving import Served
+  out = tmp_path / "served"
+  export_run(str(workdir), str(out), serving=True)
+  manifest = json.loads((out / "serving" / "manifest.json").read_text())
+  assert {"cpu", "tpu"} <= set(manifest["platforms"]) and manifest["jax_version"] == jax.__version__
+  pipe = Pipeline.load(str(workdir))
+  s = pipe.config.sample
+  caption = "a red circle moves left"
+  request = Request(caption, s.num_frames, s.height, s.width, seed=5)
+  live = pipe.sample([request], steps=s.steps, guidance=s.guidance, seed=0)[0]
+  key, index = _noise_key(0, 0, 5)
+  shape = pipe._latent_shape(request)
+  noise = request_noise(key, index, shape)[None]
+  first = request_noise(jax.random.fold_in(key, 2**31 - 1), index, shape)[None]  # the first stage's
+  served = Served(str(out)).sample([caption], noise, first)[0]
+  assert served.shape == live.shape and np.abs(served.astype(int) - live.astype(int)).max() <= 2
+  (out / "serving" / "denoise_step.jax").write_bytes(b"not an artefact")
+  with pytest.raises(ConfigError, match="not loadable by jax"):
+    Served(str(out))
 
 
 def test_sample_writes_exact_size(workdir, tmp_path):
@@ -189,6 +269,12 @@ BAD_MODE_INPUTS = [
     (["sample", TINY, "--workdir=WORKDIR", "--prompt=a cat", "--output=o.mp4"], "--config is not a flag"),
     (["sample", "--stepz=3"], "`sora-jax sample --help` lists its flags"),
     (["fly"], "give one command"),
+    (["grid", "--workdir=EMPTY"], "no config.json"),
+    (["export", "--workdir=WORKDIR", "--output=EMPTY"], "already exists"),
+    (["export", "--workdir=WORKDIR", "--output=EMPTY/new", "--dtype=float16"], "--dtype=float16"),
+    (["sample", "--model=EMPTY", "--workdir=WORKDIR", "--prompt=a", "--output=o.mp4"], "give --workdir=DIR"),
+    (["grid"], "give --sweep=DIR"),
+    (["train", TINY, "--config.train.keep_steps=(0,)", "--workdir=x"], "train.keep_steps=(0,)"),
 ] + BAD_MODE_INPUTS)
 def test_bad_input_is_one_line_and_exit_2(argv, message, workdir, clip, tmp_path, capsys):
   from PIL import Image

@@ -2,8 +2,11 @@
 
 Each clip is resized (keeping its aspect) to fit the DiT's token budget (one packed row), then
 encoded once; the DiT then trains from posterior samples of the cached (mean, std). Hosts split
-the clips (host i takes clips i, i + P, ...) and each writes its own shard.
+the clips (host i takes clips i, i + P, ...) and each writes its own shard. A dataset's
+validation split is encoded the same way into OUTPUT/validation/ (the held-out clips of the
+validation loss; training reads OUTPUT's own shards only).
 """
+
 import functools
 import io
 from pathlib import Path
@@ -15,6 +18,7 @@ from sora_jax.data.budget import fit_to_budget
 from sora_jax.data.latents import channel_stats, encode_videos, read_stats, write_stats
 
 STATS_FILE = "stats.json"
+VALIDATION_DIR = "validation"
 
 
 def resize_to_budget(video, budget, patch):
@@ -35,8 +39,9 @@ def _unrecord(data):
     return {"mean": z["mean"], "std": z["std"], "caption": str(z["caption"])}
 
 
-def cache_latents(vae, vae_params, clips, output, *, budget, patch):
-  """Encode this host's share of `clips` (records with 'video', 'caption') into OUTPUT."""
+def cache_latents(vae, vae_params, clips, output, *, budget, patch, stats=True):
+  """Encode this host's share of `clips` (records with 'video', 'caption') into OUTPUT (and the
+  latent statistics of training, with `stats`)."""
   from array_record.python.array_record_module import ArrayRecordWriter
 
   output = Path(output)
@@ -51,7 +56,7 @@ def cache_latents(vae, vae_params, clips, output, *, budget, patch):
     writer.write(_record(mean, std, r["caption"]))
   writer.close()
   shard.with_name(shard.name + ".tmp").rename(shard)
-  if jax.process_index() == 0:  # stats from host 0's share: a large random sample of the data
+  if stats and jax.process_index() == 0:  # stats from host 0's share: a large random sample of the data
     write_stats(output / STATS_FILE, channel_stats(latents), clips=len(clips))
   return len(records)
 
@@ -59,6 +64,7 @@ def cache_latents(vae, vae_params, clips, output, *, budget, patch):
 def latent_source(path):
   """A random-access grain source of cached latents ({'mean', 'std', 'caption'})."""
   import grain
+
   shards = [str(p) for p in sorted(Path(path).glob("latents-*.array_record"))]
   if not shards:
     raise FileNotFoundError(f"{path}: no latents-*.array_record shards; run `sora-jax cache-latents`")
@@ -98,14 +104,17 @@ def encoded_clips(path, vae, vae_params, *, budget, patch, stats_clips=64):
   straight from raw data. The latent stats come from the first `stats_clips` clips (the same on
   every host)."""
   from sora_jax.data.prepare import clip_source
+
   clips = clip_source(path)
   # Hosts encode different clips at different times: a local copy of the (replicated) VAE
   # params keeps each encode on this host, with no collective across processes.
-  local = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else a, vae_params)
+  local = jax.tree.map(
+      lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else a, vae_params
+  )
 
   def read(i):
     clip = clips[i]
-    (mean, std), = encode_videos(vae, local, [resize_to_budget(clip["video"], budget, patch)], batch_size=1)
+    ((mean, std),) = encode_videos(vae, local, [resize_to_budget(clip["video"], budget, patch)], batch_size=1)
     return {"mean": mean, "std": std, "caption": clip["caption"]}
 
   records = LatentRecords(read, len(clips))

@@ -6,9 +6,11 @@
 so one reader (`prepare.clip_source`) serves both. Videos that cannot be used are recorded in the
 builder's `skipped` list with a reason, never raised. Built without TensorFlow.
 """
+
 import csv
 import dataclasses
 import functools
+import hashlib
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -40,6 +42,7 @@ SPEC_FIELDS = ("colour", "shape", "direction", "speed", "background")  # MovingS
 @dataclasses.dataclass
 class ClipConfig(tfds.core.BuilderConfig):
   """Clip rules: resample to `fps` (nearest frame), then `clip_frames` frames every `clip_stride`."""
+
   fps: float = 8.0
   clip_frames: int = 17
   clip_stride: int = 17
@@ -47,8 +50,12 @@ class ClipConfig(tfds.core.BuilderConfig):
   @classmethod
   def of(cls, fps, clip_frames, clip_stride):
     # The name is the dataset's folder, OUTPUT/<builder>/<name>/<version>: it records the rules.
-    return cls(name=f"fps{fps:g}_frames{clip_frames}_stride{clip_stride}", fps=fps,
-               clip_frames=clip_frames, clip_stride=clip_stride)
+    return cls(
+        name=f"fps{fps:g}_frames{clip_frames}_stride{clip_stride}",
+        fps=fps,
+        clip_frames=clip_frames,
+        clip_stride=clip_stride,
+    )
 
 
 class Video(NamedTuple):
@@ -87,7 +94,7 @@ def clips_of(frames, source_fps, fps, clip_frames, clip_stride):
   picks = np.minimum(np.round(np.arange(count) * source_fps / fps).astype(int), len(frames) - 1)
   resampled = frames[picks]
   starts = range(0, len(resampled) - clip_frames + 1, clip_stride)
-  return [(s, resampled[s:s + clip_frames]) for s in starts]
+  return [(s, resampled[s : s + clip_frames]) for s in starts]
 
 
 def skip_reason(error):
@@ -96,44 +103,107 @@ def skip_reason(error):
   return message.split(": ", 1)[-1]
 
 
+def validation_count(videos, fraction):
+  """How many of `videos` the validation split holds: a `fraction` of them, at least 1 when the
+  fraction is set and there are 2 or more (never all)."""
+  if fraction <= 0 or videos < 2:
+    return 0
+  return min(videos - 1, max(1, round(fraction * videos)))
+
+
+def held_out_order(sources):
+  """Indices of `sources` in the order the validation split takes them: by a hash of the source
+  name, so the choice depends on the names only, not on listing order or host."""
+  return sorted(range(len(sources)), key=lambda i: hashlib.sha256(sources[i].encode()).hexdigest())
+
+
 class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """One 'train' split of the clips of `videos`: [(source name, load)], load() -> Video or raises
-  one of SKIPPABLE. Subclasses make the list and may add features."""
+  """A 'train' split (and with `validation_fraction`, a 'validation' split of whole videos, so no
+  video has clips on both sides) of the clips of `videos`: [(source name, load)], load() -> Video
+  or raises one of SKIPPABLE. Subclasses make the list and may add features.
+
+  The validation split is generated first: it takes videos in `held_out_order` until it holds
+  `validation_count` usable ones (an unusable one is skipped and the next taken), and training
+  gets every video it did not try."""
+
   VERSION = tfds.core.Version("1.0.0")
   EXTRA_FEATURES = {}
   # Nothing is downloaded, so no checksums file beside the code; TFDS 4.9 would otherwise look for
   # one through `importlib_resources`, which it does not install on Python >= 3.9.
   code_path = None
 
-  def __init__(self, *, videos, **kwargs):
+  def __init__(self, *, videos, validation_fraction=0.0, **kwargs):
     self.videos = videos
     self.skipped = []  # {"path", "reason"} per unusable video, filled while generating
     self.videos_used = 0
+    self.held_out = validation_count(len(videos), validation_fraction)
+    self.validation_videos = []  # source names of the validation split's videos
+    self._tried = None  # indices the validation split tried, once it is generated
     super().__init__(**kwargs)
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, description=self.__doc__,
-                                 features=tfds.features.FeaturesDict({**CLIP_FEATURES, **self.EXTRA_FEATURES}))
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.__doc__,
+        features=tfds.features.FeaturesDict({**CLIP_FEATURES, **self.EXTRA_FEATURES}),
+    )
 
   def _split_generators(self, dl_manager):
-    return {"train": self._generate_examples()}
+    if not self.held_out:
+      self._tried = set()
+      return {"train": self._generate_examples()}
+    # TFDS generates the splits in this order: validation first, so training knows what it took.
+    return {"validation": self._validation_examples(), "train": self._generate_examples()}
+
+  def _validation_examples(self):
+    tried = set()
+    for index in held_out_order([source for source, _ in self.videos]):
+      if len(self.validation_videos) == self.held_out:
+        break
+      tried.add(index)
+      clips = self._clips(index)
+      if clips is not None:
+        self.validation_videos.append(self.videos[index][0])
+        yield from clips
+    self._tried = tried
 
   def _generate_examples(self):
+    if self._tried is None:
+      raise RuntimeError("the validation split must be generated before the train split")
+    for index in range(len(self.videos)):
+      if index not in self._tried:
+        yield from self._clips(index) or ()
+
+  def _clips(self, index):
+    """The (key, example) clips of video `index`, or None (recorded in `skipped`) if unusable."""
     c = self.builder_config
-    for index, (source, load) in enumerate(self.videos):
-      try:
-        video = load()
-        clips = clips_of(video.frames, video.fps or c.fps, c.fps, c.clip_frames, c.clip_stride)
-        if not clips:
-          raise VideoReadError(f"{source}: too short ({len(video.frames)} frames) "
-                               f"for a {c.clip_frames}-frame clip at {c.fps:g} fps")
-      except SKIPPABLE as e:
-        self.skipped.append({"path": source, "reason": skip_reason(e)})
-        continue
-      self.videos_used += 1
-      for start, clip in clips:
-        yield f"{index}-{start}", {"video": clip, "caption": video.caption, "source": source,
-                                   "start": start, "fps": c.fps, **video.fields}
+    source, load = self.videos[index]
+    try:
+      video = load()
+      clips = clips_of(video.frames, video.fps or c.fps, c.fps, c.clip_frames, c.clip_stride)
+      if not clips:
+        raise VideoReadError(
+            f"{source}: too short ({len(video.frames)} frames) "
+            f"for a {c.clip_frames}-frame clip at {c.fps:g} fps"
+        )
+    except SKIPPABLE as e:
+      self.skipped.append({"path": source, "reason": skip_reason(e)})
+      return None
+    self.videos_used += 1
+    return [
+        (
+            f"{index}-{start}",
+            {
+                "video": clip,
+                "caption": video.caption,
+                "source": source,
+                "start": start,
+                "fps": c.fps,
+                **video.fields,
+            },
+        )
+        for start, clip in clips
+    ]
 
 
 def load_captioned(path, caption):
@@ -152,7 +222,9 @@ class VideoCaptions(ClipBuilder):
   (columns path, caption) or .jsonl ({"path", "caption"}) list, paths relative to the list."""
 
   def __init__(self, *, inputs, **kwargs):
-    videos = [(str(path), functools.partial(load_captioned, path, caption)) for path, caption in list_inputs(inputs)]
+    videos = [
+        (str(path), functools.partial(load_captioned, path, caption)) for path, caption in list_inputs(inputs)
+    ]
     super().__init__(videos=videos, **kwargs)
 
 
@@ -167,9 +239,12 @@ class MovingShapes(ClipBuilder):
   """Clips of the embedded moving-shapes videos, deterministic by seed; the caption is the full
   one, and the shape's colour, shape, direction, speed and background are kept as features. The
   videos' frame rate is taken to be the target fps (motion is defined per frame)."""
+
   EXTRA_FEATURES = {k: tfds.features.Text() for k in SPEC_FIELDS}
 
   def __init__(self, *, shapes, **kwargs):
     """shapes: a synthetic.ShapesSource of the videos to write."""
-    videos = [(f"shapes/{shapes.seed}/{i}", functools.partial(load_shapes, shapes, i)) for i in range(len(shapes))]
+    videos = [
+        (f"shapes/{shapes.seed}/{i}", functools.partial(load_shapes, shapes, i)) for i in range(len(shapes))
+    ]
     super().__init__(videos=videos, **kwargs)

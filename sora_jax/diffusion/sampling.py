@@ -10,10 +10,11 @@ def guided(apply_fn, guidance, segment_ids, positions, cond_mask):
   """apply_fn(x, segment_ids, positions, cond_mask, t, text_ids) -> prediction (the DiT).
 
   Returns fn(x, t, text_ids, null_ids) with classifier-free guidance; the conditional and
-  unconditional passes run as one batch of 2B rows: one compiled call per step."""
+  unconditional passes run as one batch of 2B rows: one compiled call per step. A traced
+  guidance (an input of a serving artefact) always runs both."""
 
   def fn(x, t, text_ids, null_ids):
-    if guidance == 1.0:
+    if isinstance(guidance, (int, float)) and guidance == 1.0:
       return apply_fn(x, segment_ids, positions, cond_mask, t, text_ids)
     two = lambda a, b: jnp.concatenate([a, b])
     both = apply_fn(

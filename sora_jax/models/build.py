@@ -1,6 +1,10 @@
 """Models from config sections: the one place that turns config fields into modules."""
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from sora_jax.data.packing import empty_batch
 
 from sora_jax.models.dit import DiT
 from sora_jax.models.text import HashedWordEncoder, tokenize
@@ -43,6 +47,15 @@ def build_dit(config):
       long_skips=m.long_skips,
       logit_multiplier=attention_logit_multiplier(m),
   )
+
+
+def dit_param_shapes(config):
+  """The DiT's parameter tree as ShapeDtypeStructs (nothing is computed or allocated)."""
+  x = empty_batch(1, 8, 1, patch_dim(config), config.model.text.max_len)
+  t = jnp.zeros(x["grid"].shape[:2])
+  args = (x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t, x["text_ids"])
+  init = lambda: build_dit(config).init(jax.random.key(0), *args)["params"]
+  return nn.meta.unbox(jax.eval_shape(init))
 
 
 def caption_ids(config, captions):

@@ -1,7 +1,7 @@
 """The model family of scaling studies: one knob, the depth d, sets the DiT's size.
 
 Width 64 d with d heads (a fixed head size of 64, the muP-for-DiT rule: width grows by heads),
-depth d. SIZES run from d = 2 (about a million DiT parameters, a CPU model) to d = 32 (about
+depth d. SIZES run from d = 1 (0.9 million parameters, a CPU model) to d = 32 (about
 three billion, a pod model). `family_report` gives each size's exact parameter count, its
 training FLOPs per token for the config's data mix (attention within each example and the
 packing's padding included, 6 N beside it) and, for a named TPU slice, the compile-ahead fit.
@@ -19,7 +19,7 @@ from sora_jax.scaling.mup import _abstract_params
 from sora_jax.train.flops import dit_forward_flop_terms
 
 HEAD_DIM = 64
-SIZES = (2, 3, 4, 6, 8, 12, 16, 24, 32)
+SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 MIX_EXAMPLES = 4096  # examples drawn from the data mix to measure its padding
 
 

@@ -1,14 +1,17 @@
-"""`sora-jax grid --sweep=DIR`: the same prompts and seeds sampled by every model of a sweep, as
-the Sora report shows base, 4x and 32x compute side by side (and the DiT paper its models).
+"""`sora-jax grid`: the same prompts and seeds sampled by models at several compute points, as
+the Sora report shows base, 4x and 32x compute side by side (and the DiT paper its models):
+every finished cell of a sweep (`--sweep=DIR`), or the kept checkpoints along one run
+(`--workdir=DIR`, e.g. `train.keep_steps`).
 
 Every tile of a (prompt, seed) row starts from the same initial latent whatever the model
 (`Request.seed` = (seed, prompt index): the noise depends on it and the latent shape only,
-`generate.request_noise`), with the same sampler, steps and guidance. Columns are the sweep's
-finished cells by training FLOPs, each labelled with them; every tile is scored by the shapes
-evaluator. Writes DIR/report/grid.png (a contact sheet: a few frames per tile), grid.mp4 (every
-tile playing) and grid.json (the scores).
+`generate.request_noise`), with the same sampler, steps and guidance. Columns are the models by
+training FLOPs, each labelled with them; every tile is scored by the shapes evaluator. Writes
+grid.png (a contact sheet: a few frames per tile), grid.mp4 (every tile playing) and grid.json
+(the scores) to DIR/report/ (a sweep) or DIR/grid/ (a run).
 """
 
+import functools
 import os
 
 import numpy as np
@@ -18,7 +21,7 @@ from sora_jax.config import ConfigError
 from sora_jax.data.video_io import write_video
 from sora_jax.evaluation.shapes import analyse_video, eval_prompts
 from sora_jax.files import atomic_path, write_json
-from sora_jax.generate import Pipeline, Request
+from sora_jax.generate import Pipeline, Request, run_config
 from sora_jax.scaling.fit import read_cells_status
 
 LABEL_PX = 14  # label strip height
@@ -34,39 +37,75 @@ def grid_requests(prompts, seeds, num_frames, height, width):
   ]
 
 
-def models_of(sweep_dir, max_models):
-  """Finished cells' (label, folder, flops), by FLOPs; at most max_models spread over the range."""
-  done = sorted((s for s in read_cells_status(sweep_dir) if s["status"] == "done"), key=lambda s: s["flops"])
+def _spread(items, max_models):
+  """At most max_models of the (FLOPs-sorted) items, spread over the range, both ends kept."""
+  if len(items) <= max_models:
+    return items
+  return [items[i] for i in np.linspace(0, len(items) - 1, max_models).round().astype(int)]
+
+
+def sweep_models(sweep_dir, max_models):
+  """A sweep's finished cells as (label, flops, load), by FLOPs: of an iso-FLOP sweep, the best
+  cell (lowest validation loss) of each budget, the compute frontier's models."""
+  done = [s for s in read_cells_status(sweep_dir) if s["status"] == "done"]
   if not done:
     raise ConfigError(f"{sweep_dir}: no finished cells to sample; run `sora-jax sweep` first")
-  if len(done) > max_models:
-    done = [done[i] for i in np.linspace(0, len(done) - 1, max_models).round().astype(int)]
+  if all(s.get("budget") for s in done):
+    best = {}
+    for s in done:
+      if s["budget"] not in best or s["validation_loss"] < best[s["budget"]]["validation_loss"]:
+        best[s["budget"]] = s
+    done = list(best.values())
+  done.sort(key=lambda s: s["flops"])
   return [
-      (f"d{s['depth']} {s['flops']:.2g} FLOPs", os.path.join(sweep_dir, "cells", s["hash"]), s["flops"])
-      for s in done
+      (
+          f"d{s['depth']} {s['flops']:.2g} FLOPs",
+          s["flops"],
+          functools.partial(Pipeline.load, os.path.join(sweep_dir, "cells", s["hash"])),
+      )
+      for s in _spread(done, max_models)
   ]
 
 
-def _label(image, text):
-  strip = Image.new("RGB", (image.width, LABEL_PX), (255, 255, 255))
-  ImageDraw.Draw(strip).text((2, 1), text, fill=(0, 0, 0))
-  out = Image.new("RGB", (image.width, image.height + LABEL_PX))
-  out.paste(strip, (0, 0))
-  out.paste(image, (0, LABEL_PX))
-  return out
+def run_models(workdir, max_models):
+  """One run's kept DiT checkpoints as (label, flops, load), by step: FLOPs = step x the
+  config's training FLOPs per step."""
+  from sora_jax.scaling.sweep import step_flops
+  from sora_jax.train.checkpoint import Checkpointer
+
+  per_step = step_flops(run_config(workdir))
+  folder = os.path.join(workdir, "checkpoints", "dit")
+  if not os.path.isdir(folder):
+    raise ConfigError(f"{workdir}: no DiT checkpoints; run `sora-jax train --workdir={workdir}` first")
+  ckpt = Checkpointer(folder)
+  steps = ckpt.all_steps()
+  ckpt.close()
+  if len(steps) < 2:
+    raise ConfigError(
+        f"{workdir}: {len(steps)} kept DiT checkpoint(s) ({steps}); a grid along a run needs at least 2 "
+        "(train with --config.train.keep_steps=..., e.g. 45,180,750,3000)"
+    )
+  return [
+      (
+          f"step {k} {k * per_step:.2g} FLOPs",
+          k * per_step,
+          functools.partial(Pipeline.load, workdir, dit_step=k),
+      )
+      for k in _spread(steps, max_models)
+  ]
 
 
-def sample_grid(sweep_dir, *, num_prompts=4, seeds=(0, 1), max_models=6, steps=None, guidance=None):
-  """Sample the grid and write DIR/report/grid.{png,mp4,json}; returns the scores."""
-  models = models_of(sweep_dir, max_models)
-  first = Pipeline.load(models[0][1])
-  s = first.config.sample
+def sample_grid(models, out, *, num_prompts=4, seeds=(0, 1), steps=None, guidance=None):
+  """Sample every (prompt, seed) with each of `models` [(label, flops, load)] and write
+  out/grid.{png,mp4,json}; returns the scores."""
+  pipes = {0: models[0][2]()}
+  s = pipes[0].config.sample
   prompts = eval_prompts(num_frames=s.num_frames, height=s.height, width=s.width)[:num_prompts]
   requests = grid_requests(prompts, seeds, s.num_frames, s.height, s.width)
   run = {"steps": steps or s.steps, "guidance": guidance or s.guidance, "seed": 0}
   columns, scores = [], []
-  for label, folder, flops in models:
-    pipe = first if folder == models[0][1] else Pipeline.load(folder)
+  for i, (label, flops, load) in enumerate(models):
+    pipe = pipes.pop(i) if i in pipes else load()
     videos = pipe.sample(requests, **run)
     column = []
     for r, v in zip(requests, videos):
@@ -84,11 +123,13 @@ def sample_grid(sweep_dir, *, num_prompts=4, seeds=(0, 1), max_models=6, steps=N
       )
       column.append((v, score["direction_ok"] and score["colour_ok"]))
     columns.append((label, column))
-  out = os.path.join(sweep_dir, "report")
+  os.makedirs(out, exist_ok=True)
   _contact_sheet(os.path.join(out, "grid.png"), columns, requests, prompts)
   _grid_video(os.path.join(out, "grid.mp4"), columns, fps=s.fps)
   report = {
       "models": [m[0] for m in models],
+      "flops": [m[1] for m in models],
+      "compute_span": models[-1][1] / models[0][1],
       "steps": run["steps"],
       "guidance": run["guidance"],
       "tiles": scores,
@@ -99,6 +140,15 @@ def sample_grid(sweep_dir, *, num_prompts=4, seeds=(0, 1), max_models=6, steps=N
   }
   write_json(os.path.join(out, "grid.json"), report)
   return report
+
+
+def _label(image, text):
+  strip = Image.new("RGB", (image.width, LABEL_PX), (255, 255, 255))
+  ImageDraw.Draw(strip).text((2, 1), text, fill=(0, 0, 0))
+  out = Image.new("RGB", (image.width, image.height + LABEL_PX))
+  out.paste(strip, (0, 0))
+  out.paste(image, (0, LABEL_PX))
+  return out
 
 
 def _contact_sheet(path, columns, requests, prompts):

@@ -17,13 +17,9 @@ Roles are read off the parameter shapes at two widths, so a new layer needs no t
 The standard parametrisation leaves everything as it was (multipliers of 1, no rescaling).
 """
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-
-from sora_jax.data.packing import empty_batch
 
 PARAMETRIZATIONS = ("standard", "mup")
 ROLES = ("hidden", "input", "output", "vector", "fixed")
@@ -31,15 +27,11 @@ ROLES = ("hidden", "input", "output", "vector", "fixed")
 
 def _abstract_params(config, width):
   """Parameter shapes of the DiT at `width` (nothing is computed)."""
-  from sora_jax.models.build import build_dit, patch_dim  # here: build imports this module
+  from sora_jax.models.build import dit_param_shapes  # here: build imports this module
 
   c = config.copy_and_resolve_references()
   c.model.width = width
-  x = empty_batch(1, 8, 1, patch_dim(c), c.model.text.max_len)
-  t = jnp.zeros(x["grid"].shape[:2])
-  args = (x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t, x["text_ids"])
-  init = lambda: build_dit(c).init(jax.random.key(0), *args)["params"]
-  return nn.meta.unbox(jax.eval_shape(init))
+  return dit_param_shapes(c)
 
 
 def _key(path):

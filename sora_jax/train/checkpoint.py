@@ -4,6 +4,7 @@ Only complete (finalized) checkpoints are ever read: orbax writes a step under a
 and renames it when every item is written, so a run killed at any moment resumes from the last
 complete step.
 """
+
 import logging
 import os
 
@@ -14,12 +15,24 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
   """Asynchronous saves (training continues while a step is written); the last `max_to_keep`
-  are kept, plus every `keep_period`-th step as a permanent keeper when it is set."""
+  are kept, plus every `keep_period`-th step and the `keep_steps` for good (e.g. the compute
+  points of `sora-jax grid --workdir`)."""
 
-  def __init__(self, directory, max_to_keep=2, keep_period=None):
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, keep_period=keep_period or None,
-                                           create=True, enable_async_checkpointing=True)
+  def __init__(self, directory, max_to_keep=2, keep_period=None, keep_steps=()):
+    policies = [ocp.checkpoint_managers.LatestN(max_to_keep)]
+    if keep_period:
+      policies.append(ocp.checkpoint_managers.EveryNSteps(keep_period))
+    if keep_steps:
+      policies.append(ocp.checkpoint_managers.CustomSteps(list(keep_steps)))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        create=True,
+        enable_async_checkpointing=True,
+    )
     self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+  def all_steps(self):
+    return sorted(self.manager.all_steps())
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -33,13 +46,19 @@ class Checkpointer:
       return None
     self._check_layout(step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    state = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    state = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
+        "state"
+    ]
     if data is not None:
       try:
         self.manager.restore(step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data)))
       except (ValueError, KeyError, FileNotFoundError) as e:
-        logging.warning("step %d: no data state for %d hosts (%s); the data stream restarts",
-                        step, jax.process_count(), str(e).splitlines()[0] if str(e) else type(e).__name__)
+        logging.warning(
+            "step %d: no data state for %d hosts (%s); the data stream restarts",
+            step,
+            jax.process_count(),
+            str(e).splitlines()[0] if str(e) else type(e).__name__,
+        )
         data.restart_at(step)
     return state
 
@@ -56,8 +75,10 @@ class Checkpointer:
 
   def _check_layout(self, step):
     if not (self.manager.directory / str(step) / "state").exists():
-      raise ValueError(f"{self.manager.directory / str(step)}: not a sora_jax checkpoint of this version "
-                       "(no 'state' item; checkpoints hold state, data and config since 2026-11-22)")
+      raise ValueError(
+          f"{self.manager.directory / str(step)}: not a sora_jax checkpoint of this version "
+          "(no 'state' item; checkpoints hold state, data and config since 2026-11-22)"
+      )
 
   def restore_config(self, step=None):
     """The config dict saved with a step (None if it holds none)."""

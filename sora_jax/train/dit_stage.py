@@ -32,7 +32,7 @@ from sora_jax.parallel.sharding import (
     sharded_train_step,
 )
 from sora_jax.scaling.mup import Mup, adam_eps
-from sora_jax.train.validation import validation_available, validation_loss, validation_set
+from sora_jax.train.validation import validation_loss, validation_set
 from sora_jax.train.state import create_state, make_optimizer, make_train_step
 
 CACHE_FILE = "latent_cache.pkl"
@@ -274,7 +274,7 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
       on_sample(step, state.ema_params, data[2], writer)
 
   hooks = [sample_hook] if on_sample is not None and tc.sample_every else []
-  if config.validation.every and validation_available(config):
+  if config.validation.every:
     hooks.append(validation_hook(config, workdir, vae, vae_params, training, mesh, shardings, data[2]))
   state = fit(
       "dit",
@@ -292,6 +292,7 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
       peak_flops=tc.peak_flops,
       keep_checkpoints=tc.keep_checkpoints,
       keep_period=tc.keep_period,
+      keep_steps=tuple(tc.keep_steps),
       hooks=hooks,
   )
   return training.model, state.ema_params, data[2]

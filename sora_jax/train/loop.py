@@ -1,4 +1,5 @@
 """The generic train loop shared by every stage: resume, step, log, checkpoint."""
+
 import os
 import signal
 import threading
@@ -53,9 +54,26 @@ class _StopFlag:
 RATE_KEYS = ("tokens", "examples", "model_flops")
 
 
-def fit(name, *, workdir, state, train_step, data, num_steps, seed, log_every, checkpoint_every,
-        put_batch=None, config=None, max_nonfinite_in_row=20, peak_flops=None, keep_checkpoints=2,
-        keep_period=None, hooks=()):
+def fit(
+    name,
+    *,
+    workdir,
+    state,
+    train_step,
+    data,
+    num_steps,
+    seed,
+    log_every,
+    checkpoint_every,
+    put_batch=None,
+    config=None,
+    max_nonfinite_in_row=20,
+    peak_flops=None,
+    keep_checkpoints=2,
+    keep_period=None,
+    keep_steps=(),
+    hooks=(),
+):
   """Run `train_step` from the last checkpoint of stage `name` up to `num_steps`.
 
   data: a grain iterator of (host batch, host_metrics) (data/stream.py); its state is saved with
@@ -69,7 +87,7 @@ def fit(name, *, workdir, state, train_step, data, num_steps, seed, log_every, c
   hooks: callables hook(step, state, writer) run after every step (writer is None off host 0).
   """
   peak_flops = peak_flops or PEAK_FLOPS.get(jax.devices()[0].device_kind)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name), keep_checkpoints, keep_period)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name), keep_checkpoints, keep_period, keep_steps)
   restored = ckpt.restore(state, data)
   state = state if restored is None else restored
   start = int(state.step)
@@ -79,12 +97,32 @@ def fit(name, *, workdir, state, train_step, data, num_steps, seed, log_every, c
   lead = jax.process_index() == 0  # one host writes events and shows progress
   writer = SummaryWriter(os.path.join(workdir, "tensorboard", name)) if lead else None
   key = jax.random.key(seed)
-  bar = tqdm.tqdm(total=num_steps, initial=start, desc=name, unit="step", dynamic_ncols=True,
-                  disable=not lead)
+  bar = tqdm.tqdm(
+      total=num_steps, initial=start, desc=name, unit="step", dynamic_ncols=True, disable=not lead
+  )
   try:
     with _StopFlag() as stop:
-      return _run(name, ckpt, config, writer, bar, stop, state, train_step, data, put_batch or (lambda b: b), start,
-                  num_steps, key, log_every, checkpoint_every, max_nonfinite_in_row, peak_flops, hooks)
+      return _run(
+          name,
+          ckpt,
+          config,
+          writer,
+          bar,
+          stop,
+          state,
+          train_step,
+          data,
+          put_batch or (lambda b: b),
+          start,
+          num_steps,
+          key,
+          log_every,
+          checkpoint_every,
+          max_nonfinite_in_row,
+          peak_flops,
+          hooks,
+          frozenset(keep_steps),
+      )
   finally:  # also on TrainingDiverged / Preempted: waits for the last checkpoint to be complete
     bar.close()
     if writer:
@@ -92,8 +130,27 @@ def fit(name, *, workdir, state, train_step, data, num_steps, seed, log_every, c
     ckpt.close()
 
 
-def _run(name, ckpt, config, writer, bar, stop, state, train_step, data, put_batch, start, num_steps, key,
-         log_every, checkpoint_every, max_nonfinite_in_row, peak_flops, hooks):
+def _run(
+    name,
+    ckpt,
+    config,
+    writer,
+    bar,
+    stop,
+    state,
+    train_step,
+    data,
+    put_batch,
+    start,
+    num_steps,
+    key,
+    log_every,
+    checkpoint_every,
+    max_nonfinite_in_row,
+    peak_flops,
+    hooks,
+    keep_steps,
+):
   last_time, last_step = time.perf_counter(), start
   sums = dict.fromkeys(RATE_KEYS, 0.0)
   for step in range(start, num_steps):
@@ -103,10 +160,13 @@ def _run(name, ckpt, config, writer, bar, stop, state, train_step, data, put_bat
       sums[k] += host_metrics.pop(k, 0.0) * jax.process_count()
     state, metrics = train_step(state, batch, jax.random.fold_in(key, step))
     done = step + 1
-    logging, saving = done % log_every == 0 or done == num_steps, done % checkpoint_every == 0 or done == num_steps
+    logging = done % log_every == 0 or done == num_steps
+    saving = done % checkpoint_every == 0 or done == num_steps or done in keep_steps
     if (logging or saving) and int(state.skipped_in_row) >= max_nonfinite_in_row:
-      raise TrainingDiverged(f"{name}: {int(state.skipped_in_row)} non-finite steps in a row at step {done}; "
-                             f"the last good checkpoint is step {ckpt.latest_step()}")
+      raise TrainingDiverged(
+          f"{name}: {int(state.skipped_in_row)} non-finite steps in a row at step {done}; "
+          f"the last good checkpoint is step {ckpt.latest_step()}"
+      )
     if logging:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       now = time.perf_counter()
@@ -127,8 +187,9 @@ def _run(name, ckpt, config, writer, bar, stop, state, train_step, data, put_bat
     if saving or preempted:
       ckpt.save(done, state, data, config)
     if preempted:
-      raise Preempted(f"{name}: stopped by SIGTERM at step {done}, checkpoint saved; "
-                      "run the same command to resume")
+      raise Preempted(
+          f"{name}: stopped by SIGTERM at step {done}, checkpoint saved; " "run the same command to resume"
+      )
   return state
 
 

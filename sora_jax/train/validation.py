@@ -10,9 +10,12 @@ mean over times, and per (frames, height, width) bucket.
 
 The set (shapes data): the held-out prompts' true clips at the sampling size (captions that
 training never sees), and `validation.train_sample` videos drawn from the training distribution
-with the validation seed (other videos than training's, the same kind). Both are encoded with
-the run's VAE (posterior means) and standardised with the training statistics; the encoded set
-is cached in the workdir.
+with the validation seed (other videos than training's, the same kind). Real data: the first
+`validation.real_clips` clips of the dataset's 'validation' split (whole videos that training
+never sees: `sora-jax prepare --validation_fraction`), resized to the token budget as training
+resizes them; from cached latents, the split `cache-latents` encoded beside them. All are the
+run's VAE posterior means, standardised with the training statistics; the encoded set is
+cached in the workdir.
 """
 
 import dataclasses
@@ -25,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sora_jax.config import ConfigError
+from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL, ConfigError
 from sora_jax.data.latents import encode_videos
 from sora_jax.data.packing import first_fit, pack, pack_values
 from sora_jax.data.synthetic import ShapesSource, caption
@@ -43,6 +46,10 @@ def _set_key(config):
       v.seed,
       v.train_sample,
       v.held_out,
+      v.real_clips,
+      d.clips,
+      d.latents,
+      config.train.row_length,
       tuple(d.frames),
       tuple(map(tuple, d.sizes)),
       d.textured_fraction,
@@ -53,18 +60,9 @@ def _set_key(config):
   return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def validation_available(config):
-  return not (config.data.latents or config.data.clips)
-
-
 def validation_set(config, workdir, vae, vae_params):
   """[{"latent": [T, h, w, C] posterior mean, "caption", "bucket": (frames, H, W)}], built once
   per workdir (and settings)."""
-  if not validation_available(config):
-    raise ConfigError(
-        "validation: the fixed validation set is built from the shapes data; data.latents / data.clips "
-        "runs have no held-out split yet"
-    )
   path = os.path.join(workdir, VALIDATION_FILE)
   key = _set_key(config)
   if os.path.exists(path):
@@ -72,6 +70,50 @@ def validation_set(config, workdir, vae, vae_params):
       cached = pickle.load(f)
     if cached["key"] == key:
       return cached["examples"]
+  if config.data.latents or config.data.clips:
+    examples = _real_examples(config, vae, vae_params)
+  else:
+    examples = _shapes_examples(config, vae, vae_params)
+  with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    pickle.dump({"key": key, "examples": examples}, f)
+  return examples
+
+
+def _bucket(latent):
+  """(frames, height, width) of the video a latent [T, h, w, C] decodes to."""
+  t, h, w = latent.shape[:3]
+  return (1 + VAE_TEMPORAL * (t - 1), VAE_SPATIAL * h, VAE_SPATIAL * w)
+
+
+def _real_examples(config, vae, vae_params):
+  """The first `validation.real_clips` clips of the data's validation split."""
+  from sora_jax.data.latent_cache import VALIDATION_DIR, latent_source, resize_to_budget
+  from sora_jax.data.prepare import clip_source
+
+  count = config.validation.real_clips
+  if config.data.latents:
+    folder = os.path.join(config.data.latents, VALIDATION_DIR)
+    if not os.path.isdir(folder):
+      raise ConfigError(
+          f"validation: data.latents={config.data.latents} has no {VALIDATION_DIR}/ split; run "
+          "`sora-jax cache-latents` on clips prepared with --validation_fraction"
+      )
+    source = latent_source(folder)
+    records = [source[i] for i in range(min(count, len(source)))]
+    means, captions = [r["mean"] for r in records], [r["caption"] for r in records]
+  else:
+    clips = clip_source(config.data.clips, "validation")
+    chosen = [clips[i] for i in range(min(count, len(clips)))]
+    videos = [
+        resize_to_budget(c["video"], config.train.row_length, tuple(config.model.patch)) for c in chosen
+    ]
+    means = [mean for mean, _ in encode_videos(vae, vae_params, videos)]
+    captions = [c["caption"] for c in chosen]
+  return [{"latent": m, "caption": text, "bucket": _bucket(m)} for m, text in zip(means, captions)]
+
+
+def _shapes_examples(config, vae, vae_params):
+  """The held-out prompts' true clips and a sample of the training distribution."""
   v = config.validation
   videos, captions = [], []
   if v.held_out:
@@ -90,13 +132,10 @@ def validation_set(config, workdir, vae, vae_params):
     item = source[i]
     videos.append(item["video"][: int(frames)])
     captions.append(caption(dataclasses.replace(item["spec"], num_frames=int(frames))))
-  examples = [
+  return [
       {"latent": mean, "caption": text, "bucket": tuple(int(n) for n in video.shape[:3])}
       for (mean, _), text, video in zip(encode_videos(vae, vae_params, videos), captions, videos)
   ]
-  with atomic_path(path) as tmp, open(tmp, "wb") as f:
-    pickle.dump({"key": key, "examples": examples}, f)
-  return examples
 
 
 def _items(config, examples, stats):
@@ -198,8 +237,6 @@ def validate_workdir(workdir):
   from sora_jax.train.dit_stage import dit_training
 
   pipe = Pipeline.load(workdir)
-  if not validation_available(pipe.config):
-    raise ConfigError(f"{workdir}: validation is built from the shapes data; this run trains on other data")
   examples = validation_set(pipe.config, workdir, pipe.vae, pipe.vae_params)
 
   denoise = jax.jit(dit_training(pipe.config).denoise)
