@@ -26,24 +26,13 @@ import numpy as np
 
 from sora_jax.config import VAE_SPATIAL, VAE_TEMPORAL, ConfigError
 from sora_jax.data.transforms import to_uint8
+from sora_jax.weights import unflatten
 
 SERVING = "serving"
 STEP_FILE, DECODE_FILE, MANIFEST = "denoise_step.jax", "vae_decode.jax", "manifest.json"
 # jax.export guarantees that an artefact serialised today can be called by jax releases for at
 # least 6 months (backward compatibility) and that today's jax reads artefacts up to 6 months old.
 COMPATIBILITY = "jax.export: loadable by jax releases within 6 months after the writing version"
-
-
-def unflatten(flat):
-  """{"a.b.c": array} -> nested dicts (the inverse of weights.flatten)."""
-  tree = {}
-  for name, value in flat.items():
-    node = tree
-    *parents, leaf = name.split(".")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
 
 
 def _step_fn(pipe, steps):
@@ -84,13 +73,15 @@ def _step_fn(pipe, steps):
 
 
 def _decode_fn(pipe):
+  from sora_jax.data.latents import destandardise
   from sora_jax.models.vae import decode_chunked
-
-  mean, std = (jnp.asarray(s) for s in pipe.latent_stats)
 
   def decode(params, z):
     return decode_chunked(
-        pipe.vae, unflatten(params), z * std + mean, chunk_latents=pipe.config.sample.chunk_latents
+        pipe.vae,
+        unflatten(params),
+        destandardise(z, pipe.latent_stats),
+        chunk_latents=pipe.config.sample.chunk_latents,
     )
 
   return decode

@@ -27,6 +27,18 @@ def flatten(tree):
   }
 
 
+def unflatten(flat):
+  """{"a.b.c": array} -> nested dicts (the inverse of `flatten`)."""
+  tree = {}
+  for name, value in flat.items():
+    node = tree
+    *parents, leaf = name.split(".")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
 def write_safetensors(folder, base, tensors, max_shard_bytes=DEFAULT_SHARD_BYTES, metadata=None):
   """{name: array} -> FOLDER/BASE.safetensors, or shards and their index past the size limit.
   Shards are filled in name order, each up to the limit (a larger tensor alone)."""
