@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.config import ConfigError
-from sora_jax.models.build import patch_dim
+from sora_jax.models.build import frozen_encoder, patch_dim
 from sora_jax.parallel.mesh import check_divisibility, make_mesh
 from sora_jax.parallel.sharding import (
     MeshFunction,
@@ -239,6 +239,7 @@ def compile_report(config, topology, num_slices=1):
   )
   sample = MeshFunction(training.denoise, mesh).lower(state.ema_params, batch, t)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  extra = _text_encoder_report(config, mesh, chip, chips)
   return {
       "topology": topology_name,
       "slices": num_slices,
@@ -266,5 +267,25 @@ def compile_report(config, topology, num_slices=1):
               kernel,
               recompute=1.0,
           ),
+          *extra,
       ],
   }
+
+
+def _text_encoder_report(config, mesh, chip, chips):
+  """A frozen encoder's call on one batch's captions, compiled for the pod ([] for the hashed
+  encoder, which is part of the DiT). Its weights stay on the chips beside the train step's
+  memory unless the captions are cached (`cache-latents`)."""
+  frozen = frozen_encoder(config)
+  if frozen is None:
+    return []
+  t = config.train
+  ids = jax.ShapeDtypeStruct(
+      (t.rows * t.max_per_row, config.model.text.max_len),
+      jnp.int32,
+      sharding=logical_sharding(jax.sharding.PartitionSpec("batch"), mesh),
+  )
+  weights = [x for x in jax.tree.leaves(frozen.abstract_params()) if len(x.shape) == 2]
+  dense = sum(int(np.prod(x.shape)) for x in weights) - frozen.config.vocab_size * frozen.dim
+  flops = 2 * dense * ids.shape[0] * ids.shape[1]  # matmuls per token (attention over <= Lt is small)
+  return [_report("text_encode", frozen.lower_embed(mesh, ids), chip, chips, flops, 0.0, recompute=1.0)]

@@ -131,8 +131,8 @@ FLAGS = (
         flags.DEFINE_string,
         "expand_prompt",
         None,
-        "rewrite prompts before sampling: 'rules' (terse shapes prompts -> training captions) or "
-        "a Python entry point module:function",
+        "rewrite prompts before sampling: 'rules' (terse shapes prompts -> training captions), "
+        "a local text model folder (transformers), or a Python entry point module:function",
         ("sample",),
     ),
     (
@@ -335,6 +335,14 @@ FLAGS = (
         "validation_fraction",
         0.0,
         "share of the videos held out, whole, as a 'validation' split (the validation loss of runs on them)",
+        ("prepare",),
+    ),
+    (
+        flags.DEFINE_string,
+        "captioner",
+        None,
+        "write a second caption for every clip from its frames: 'shapes', a local image-to-text model "
+        "folder, or a Python entry point module:function (train on it with data.generated_caption_share)",
         ("prepare",),
     ),
     (flags.DEFINE_integer, "bench_steps", 10, "timed steps after warm-up", ("bench",)),
@@ -739,6 +747,7 @@ def cmd_prepare(args):
       clip_frames=args.clip_frames,
       clip_stride=args.clip_stride,
       validation_fraction=args.validation_fraction,
+      captioner=args.captioner,
   )
   held = report["splits"].get("validation")
   print(
@@ -756,18 +765,32 @@ def cmd_cache_latents(args):
   from sora_jax.data.latent_cache import VALIDATION_DIR, cache_latents
   from sora_jax.data.prepare import clip_source, split_names
   from sora_jax.generate import Pipeline
+  from sora_jax.models.build import frozen_encoder
 
   workdir, source, output = _require(args, "workdir"), _require(args, "input"), _require(args, "output")
   pipe = Pipeline.load(workdir, dit=False)
   c = pipe.config
+  text, identity = frozen_encoder(c), None
+  if text is not None:  # the run's frozen encoder: captions are cached encoded too
+    from sora_jax.models.frozen_text import identity as text_identity
+
+    identity = text_identity(c.model.text)
   encode = functools.partial(
-      cache_latents, pipe.vae, pipe.vae_params, budget=c.train.row_length, patch=tuple(c.model.patch)
+      cache_latents,
+      pipe.vae,
+      pipe.vae_params,
+      budget=c.train.row_length,
+      patch=tuple(c.model.patch),
+      text=text,
+      text_identity=identity,
   )
   count = encode(clip_source(source), output)
   held = ""
   if "validation" in split_names(source):
     held_count = encode(clip_source(source, "validation"), os.path.join(output, VALIDATION_DIR), stats=False)
     held = f" (and {held_count} validation clips into {output}/{VALIDATION_DIR})"
+  if text is not None:
+    held += f"; captions encoded by the frozen encoder {c.model.text.path}"
   print(
       f"{count} clips encoded with the VAE of {workdir} into {output}{held}; "
       f"train on them with --config.data.latents={output}"
@@ -818,6 +841,8 @@ def _load_config(args):
   try:
     config = args.config
     config.keys()  # a file that failed to load raises only on first use
+    if config.model.text.path:  # the run's config.json names the folder wherever it is read from
+      config.model.text.path = os.path.abspath(config.model.text.path)
     return config
   except (OSError, ValueError, KeyError, AttributeError) as e:
     path = args["config"].config_filename.split(":")[0]

@@ -11,6 +11,7 @@ VAE_SPATIAL, VAE_TEMPORAL = 8, 4
 # Where a sampled video's frame 0 comes from: sampled with the rest in one pass, a text-to-image
 # sample, or frame 0 of a one-pass video; the last two then sample the rest image-to-video.
 FIRST_FRAME_SOURCES = ("joint", "image", "video")
+TEXT_KINDS = ("hashed", "t5")
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,9 @@ def default_config():
   c.data.clips = ""  # `sora-jax prepare` output, VAE-encoded as read (else shapes)
   c.data.num_examples = 3000  # videos generated, encoded once and cached as latents
   c.data.textured_fraction = 0.5  # share of textured (vs plain) backgrounds
+  # Share of examples trained on the captioner's caption where `prepare --captioner` wrote one
+  # (DALL-E 3 trains on 95 % generated captions, the rest kept for the users' own style).
+  c.data.generated_caption_share = 0.0
   c.data.caption_dropout = 0.1  # null caption rate, for classifier-free guidance
   # Mask strategies: share of videos trained with each kind of given frames (data/conditions.py);
   # the rest (at least as large as any one of them, as a rule) is text-to-video.
@@ -93,6 +97,13 @@ def default_config():
   c.model.mup_base_width = 128
   c.model.mup_base_head_dim = 32  # attention logits sqrt(d0) / d under muP
   c.model.text = ml_collections.ConfigDict()
+  # hashed: the small word-hash encoder trained with the DiT (embedded default, below);
+  # t5: a frozen pretrained T5 v1.1 / UMT5 encoder read from the local folder `path`
+  # (models/frozen_text.py); max_len applies to both.
+  c.model.text.kind = "hashed"
+  c.model.text.path = ""
+  c.model.text.dtype = "float32"  # t5: weights and compute (bfloat16 halves its memory)
+  c.model.text.embed_dtype = "bfloat16"  # t5: its output as the DiT gets it, cached or computed
   c.model.text.vocab_size = 4096
   c.model.text.max_len = 24
   c.model.text.width = 128
@@ -192,7 +203,7 @@ def validate(c):
     raise ConfigError(
         f"vae_train.pca_motion_weight={c.vae_train.pca_motion_weight} must be > 0 (1: plain PCA)"
     )
-  for key in ("caption_dropout", "opening_frame_motion", "textured_fraction"):
+  for key in ("caption_dropout", "opening_frame_motion", "textured_fraction", "generated_caption_share"):
     if not 0.0 <= c.data[key] <= 1.0:
       raise ConfigError(f"data.{key}={c.data[key]} is a share; it must be in [0, 1]")
   from sora_jax.data.conditions import check_shares  # here: data.conditions imports this module
@@ -200,6 +211,12 @@ def validate(c):
   check_shares(c.data.cond)
   if c.model.width % c.model.num_heads:
     raise ConfigError(f"model.width={c.model.width} is not divisible by model.num_heads={c.model.num_heads}")
+  if c.model.text.kind not in TEXT_KINDS:
+    raise ConfigError(f"model.text.kind={c.model.text.kind!r}; choose from {TEXT_KINDS}")
+  if c.model.text.kind == "t5" and not c.model.text.path:
+    raise ConfigError(
+        "model.text.kind=t5 needs model.text.path: a local T5 / UMT5 folder (README, 'Text encoder')"
+    )
   if c.model.text.width % c.model.text.num_heads:
     raise ConfigError(
         f"model.text.width={c.model.text.width} is not divisible by model.text.num_heads={c.model.text.num_heads}"

@@ -8,7 +8,9 @@ OUT/
                           patch size in channels and the latent statistics) and
                           diffusion_pytorch_model.safetensors (sharded with an index past the limit)
   vae/                    the causal VAE: config.json (the `vae` section) and its safetensors
-  text_encoder/           the caption encoder: config.json and model.safetensors
+  text_encoder/           the caption encoder: the hashed one's config.json and model.safetensors,
+                          or a frozen T5 / UMT5 as a Hugging Face T5 encoder folder (its
+                          config.json, tokenizer and encoder weights under their usual names)
   README.md               a model card: training config, steps, training FLOPs, evaluation figures
 
 Names are the parameter paths joined with dots. The folder is written beside OUT and renamed
@@ -29,16 +31,19 @@ import numpy as np
 
 from sora_jax.config import ConfigError, default_config
 from sora_jax.files import write_json
+from sora_jax.models.build import frozen_encoder
+from sora_jax.models.t5 import write_t5_folder
 from sora_jax.weights import DEFAULT_SHARD_BYTES, flatten, read_tree, write_safetensors
 
 MODEL_INDEX = "model_index.json"
 FORMAT_VERSION = 1
-TEXT = "text_encoder"  # the DiT's caption encoder submodule, exported as its own component
+TEXT = "text_encoder"  # the caption encoder (the DiT's submodule, or a frozen T5), its own component
 COMPONENTS = {  # component -> (class, weights file base)
     "transformer": ("DiT", "diffusion_pytorch_model"),
     "vae": ("CausalVAE", "diffusion_pytorch_model"),
     TEXT: ("HashedWordEncoder", "model"),
 }
+T5_CLASS = "T5EncoderModel"  # the text component's class with model.text.kind = t5
 DTYPES = ("float32", "bfloat16")
 
 
@@ -62,8 +67,11 @@ def export_run(
   ckpt.close()
   cast = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, dtype), tree)
   dit_params = dict(pipe.dit_params)
-  parts = {"transformer": dit_params, "vae": pipe.vae_params, TEXT: dit_params.pop(TEXT)}
   config = pipe.config
+  frozen = frozen_encoder(config)
+  text = dit_params.pop(TEXT) if frozen is None else frozen.params
+  parts = {"transformer": dit_params, "vae": pipe.vae_params, TEXT: text}
+  classes = {name: cls for name, (cls, _) in COMPONENTS.items()} | ({TEXT: T5_CLASS} if frozen else {})
   configs = {
       "transformer": {
           "model": config.model.to_dict(),
@@ -79,7 +87,7 @@ def export_run(
   index = {
       "_class_name": "SoraJaxPipeline",
       "format_version": FORMAT_VERSION,
-      **{name: ["sora_jax", cls] for name, (cls, _) in COMPONENTS.items()},
+      **{name: ["sora_jax", cls] for name, cls in classes.items()},
       "dtype": dtype,
       "weights": weights,
       "step": step,
@@ -91,6 +99,9 @@ def export_run(
   try:
     for name, (cls, base) in COMPONENTS.items():
       folder = os.path.join(tmp, name)
+      if name == TEXT and frozen is not None:
+        write_t5_folder(folder, text, frozen.path, dtype, max_shard_bytes)
+        continue
       write_safetensors(folder, base, flatten(cast(parts[name])), max_shard_bytes)
       write_json(os.path.join(folder, "config.json"), {"_class_name": cls, **configs[name]})
     if serving:
@@ -128,7 +139,7 @@ def model_card(workdir, config, index, parts):
       "",
       "| component | class | parameters |",
       "|---|---|---|",
-      *(f"| {name} | {COMPONENTS[name][0]} | {counts[name]:,} |" for name in COMPONENTS),
+      *(f"| {name} | {index[name][1]} | {counts[name]:,} |" for name in COMPONENTS),
       "",
       f"Training: {config.train.steps} DiT steps of {config.train.rows} rows x {config.train.row_length} tokens, "
       f"about {index['step'] * step_flops(config):.3g} training FLOPs (the family's count, `sora-jax family`).",
@@ -169,6 +180,8 @@ def load_exported(cls, folder, dit=True):
     if not os.path.isdir(os.path.join(folder, name)):
       raise ConfigError(f"--model={folder}: the export has no {name}/ component")
   config = ml_collections.ConfigDict(_with_defaults(index["config"], default_config().to_dict()))
+  if config.model.text.kind != "hashed":  # the frozen encoder is the export's own copy
+    config.model.text.path = os.path.abspath(os.path.join(folder, TEXT))
   dtype = jnp.dtype(index["dtype"])
   vae = build_vae(config.vae)
   vae_like = jax.eval_shape(lambda: vae.init(jax.random.key(0), jnp.zeros((1, 1, 16, 16, 3)))["params"])
@@ -177,9 +190,10 @@ def load_exported(cls, folder, dit=True):
     return cls(config, vae, vae_params, None, None, None)
   model = build_dit(config)
   like = dict(dit_param_shapes(config))
-  text_like = like.pop(TEXT)
+  text_like = like.pop(TEXT, None)
   params = read_tree(os.path.join(folder, "transformer"), COMPONENTS["transformer"][1], like, dtype)
-  params[TEXT] = read_tree(os.path.join(folder, TEXT), COMPONENTS[TEXT][1], text_like, dtype)
+  if text_like is not None:
+    params[TEXT] = read_tree(os.path.join(folder, TEXT), COMPONENTS[TEXT][1], text_like, dtype)
   with open(os.path.join(folder, "transformer", "config.json")) as f:
     stats = json.load(f)["latent_stats"]
   latent_stats = (np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32))

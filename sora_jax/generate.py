@@ -23,7 +23,15 @@ from sora_jax.data.transforms import to_uint8
 from sora_jax.diffusion import make_objective, resolution_shift
 from sora_jax.diffusion.sampling import guided, sample
 from sora_jax import memory
-from sora_jax.models.build import build_dit, build_vae, caption_ids, patch_dim
+from sora_jax.models.build import (
+    build_dit,
+    build_vae,
+    caption_ids,
+    null_text,
+    patch_dim,
+    text_inputs,
+    with_text_embeds,
+)
 from sora_jax.models.patch import grid_positions, patch_grid, patchify, unpatchify
 from sora_jax.models.vae import decode_chunked
 from sora_jax.train.checkpoint import Checkpointer
@@ -345,9 +353,9 @@ class Pipeline:
     )
 
   def _sample(self, batch, steps, guidance):
-    b = {k: jnp.asarray(v) for k, v in batch.items()}
-    null_ids = jnp.broadcast_to(jnp.asarray(caption_ids(self.config, [""])[0]), b["text_ids"].shape)
-    return self._sampler(steps, guidance)(self.dit_params, b, null_ids)
+    b = with_text_embeds(self.config, {k: jnp.asarray(v) for k, v in batch.items()})
+    null = null_text(self.config, b["text_ids"].shape)
+    return self._sampler(steps, guidance)(self.dit_params, b, null)
 
   def _sampler(self, steps, guidance):
     """The jitted sampler for (steps, guidance), built once and shared by copies of this pipeline
@@ -358,7 +366,7 @@ class Pipeline:
       c = self.config
       objective = make_objective(c.diffusion)
 
-      def run(params, b, null_ids):
+      def run(params, b, null):
         apply = lambda *a: self.dit.apply({"params": params}, *a)
         denoise = guided(apply, guidance, b["segment_ids"], b["positions"], b["cond_mask"])
         shift = resolution_shift(jnp.prod(b["grid"], -1), c.diffusion.shift_base_tokens)
@@ -372,8 +380,8 @@ class Pipeline:
             b["cond_mask"],
             b["tokens"],
             b["release"],
-            b["text_ids"],
-            null_ids,
+            text_inputs(b),
+            null,
         )
 
       self._samplers[key] = jax.jit(run)

@@ -3,12 +3,15 @@ prompts are turned into the long, descriptive captions the model was trained on)
 
 `sora-jax sample --expand_prompt=NAME` runs an expander over every prompt: `rules` (the shapes
 data's: terse prompts such as "red circle right" or "fast blue square up-left" become the
-training captions' style, "a blue square moves up and to the left quickly"), or a Python entry
-point `module:function` taking and returning a list of strings (e.g. one that calls a local
-language model). What an expander changed is printed, so a sample can be traced to its caption.
+training captions' style, "a blue square moves up and to the left quickly"), a local folder of a
+Hugging Face text model (seq2seq such as Flan-T5, or a causal LM; the `captioner` extra:
+transformers and torch) asked to rewrite each prompt, or a Python entry point `module:function`
+taking and returning a list of strings. What an expander changed is printed, so a sample can be
+traced to its caption.
 """
 
 import importlib
+import os
 import re
 
 from sora_jax.config import ConfigError
@@ -76,17 +79,61 @@ def rule_expand(prompt):
   return text
 
 
+# What a local language model is asked (the Sora report: "turn short user prompts into longer
+# detailed captions"); the prompt follows.
+INSTRUCTION = "Rewrite this video prompt as one detailed caption of what the video shows: "
+MAX_NEW_TOKENS = 77
+
+
+def model_expander(folder):
+  """list[str] -> list[str] with a local seq2seq or causal language model, greedy decoding."""
+  try:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+  except ImportError:
+    raise ConfigError(
+        f"--expand_prompt={folder}: a model folder needs transformers and torch (pip install 'sora-jax[captioner]')"
+    ) from None
+  try:
+    seq2seq = AutoConfig.from_pretrained(folder, local_files_only=True).is_encoder_decoder
+    loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = loader.from_pretrained(folder, local_files_only=True).eval()
+  except (OSError, ValueError, KeyError) as e:
+    raise ConfigError(
+        f"--expand_prompt={folder}: not a text model folder ({str(e).splitlines()[0]})"
+    ) from None
+
+  def expand(prompts):
+    out = []
+    for prompt in prompts:
+      inputs = tokenizer(INSTRUCTION + prompt, return_tensors="pt")
+      with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+      new = ids[0] if seq2seq else ids[0, inputs["input_ids"].shape[1] :]  # a causal LM repeats its input
+      out.append(tokenizer.decode(new, skip_special_tokens=True).strip())
+    return out
+
+  return expand
+
+
 def load_expander(name):
-  """`rules`, or `module:function` (list[str] -> list[str]); anything else is one clear line."""
+  """`rules`, a local model folder, or `module:function` (list[str] -> list[str]); anything
+  else is one clear line. An expander must give one non-empty string per prompt."""
   if name == "rules":
     return lambda prompts: [rule_expand(p) for p in prompts]
-  module, _, function = name.partition(":")
-  if not module or not function:
-    raise ConfigError(f"--expand_prompt={name!r}: give 'rules' or a Python entry point 'module:function'")
-  try:
-    fn = getattr(importlib.import_module(module), function)
-  except (ImportError, AttributeError) as e:
-    raise ConfigError(f"--expand_prompt={name!r}: cannot load it ({e})") from None
+  if os.path.isdir(name):
+    fn = model_expander(name)
+  else:
+    module, _, function = name.partition(":")
+    if not module or not function:
+      raise ConfigError(
+          f"--expand_prompt={name!r}: give 'rules', a local model folder or a Python entry point 'module:function'"
+      )
+    try:
+      fn = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as e:
+      raise ConfigError(f"--expand_prompt={name!r}: cannot load it ({e})") from None
 
   def expand(prompts):
     out = list(fn(list(prompts)))

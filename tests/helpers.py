@@ -77,3 +77,15 @@ def tiny_pipeline():
   dit_params = init_params(dit, batch)
   dit_params = jax.tree.map(lambda p: p + 0.1 * rng.normal(size=p.shape).astype(np.float32), dit_params)
   return Pipeline(config, vae, vae_params, dit, dit_params, (np.zeros(c, np.float32), np.ones(c, np.float32)))
+
+
+def describe_frames(frames, caption):
+  """A captioner entry point (`prepare --captioner=helpers:describe_frames`) for the tests."""
+  return f"frames: {len(frames)} of {frames.shape[1]}x{frames.shape[2]}, mean {frames.mean():.0f}"
+
+
+def fail_on_dark_clips(frames, caption):
+  """A captioner that fails on dark clips (every shapes clip): prepare must go on without it."""
+  if frames.mean() < 200:
+    raise ValueError("too dark to describe")
+  return caption

@@ -117,3 +117,24 @@ def test_cache_latents_then_train_the_dit_from_them(dataset, tmp_path, capsys):
   ckpt = Checkpointer(workdir / "checkpoints" / "dit")
   assert ckpt.latest_step() == config.train.steps
   ckpt.close()
+
+
+def test_captioners_write_a_second_caption_and_failures_are_listed(tmp_path, capsys):
+  """`--captioner=shapes` describes each clip from its pixels; a captioner that fails on a clip
+  leaves it its own caption and is listed, the run goes on; an unknown one is one line."""
+  out = tmp_path / "shapes"
+  report = prepare("shapes:3", out, clip_frames=9, clip_stride=9, captioner="shapes")
+  assert report["captioner"] == "shapes" and report["caption_failures_count"] == 0
+  clips = clip_source(out)
+  for i in range(len(clips)):
+    clip = clips[i]
+    written = clip["generated_caption"]
+    assert written.startswith(f"a {clip['colour']} ") and written != clip["caption"], written
+    assert "of the frame" in written  # where the shape starts: something the original never says
+  failing = prepare("shapes:2", tmp_path / "failing", clip_frames=9, clip_stride=9,
+                    captioner="helpers:fail_on_dark_clips")
+  assert failing["caption_failures_count"] >= 1 and failing["clips"] == len(clip_source(tmp_path / "failing"))
+  assert all(f["reason"].startswith("ValueError") for f in failing["caption_failures"])
+  with pytest.raises(SystemExit):
+    run(["sora-jax", "prepare", "--input=shapes:1", f"--output={tmp_path / 'x'}", "--captioner=nothing"])
+  assert "--captioner='nothing': give 'shapes'" in capsys.readouterr().err

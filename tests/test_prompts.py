@@ -27,7 +27,7 @@ def test_an_expanded_caption_is_one_the_generator_writes():
 def test_entry_points_and_bad_names():
   assert load_expander("rules")(["red circle up"]) == ["a red circle moves up"]
   assert load_expander("builtins:list")(["x", "y"]) == ["x", "y"]  # any list -> list callable
-  with pytest.raises(ConfigError, match="give 'rules' or a Python entry point"):
+  with pytest.raises(ConfigError, match="give 'rules', a local model folder or a Python entry point"):
     load_expander("gpt")
   with pytest.raises(ConfigError, match="cannot load it"):
     load_expander("no_such_module:expand")

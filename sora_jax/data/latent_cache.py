@@ -5,10 +5,16 @@ encoded once; the DiT then trains from posterior samples of the cached (mean, st
 the clips (host i takes clips i, i + P, ...) and each writes its own shard. A dataset's
 validation split is encoded the same way into OUTPUT/validation/ (the held-out clips of the
 validation loss; training reads OUTPUT's own shards only).
+
+With a frozen text encoder (model.text.kind = t5), each record also holds its captions' ids and
+embeddings (16-bit, `model.text.embed_dtype`), and OUTPUT/text_encoder.json the encoder's identity
+and the empty caption's (guidance's null caption, and caption dropout's): the DiT then trains
+without running the encoder. A run whose encoder differs from the cache's recomputes them.
 """
 
 import functools
 import io
+import json
 from pathlib import Path
 
 import jax
@@ -18,6 +24,7 @@ from sora_jax.data.budget import fit_to_budget
 from sora_jax.data.latents import channel_stats, encode_videos, read_stats, write_stats
 
 STATS_FILE = "stats.json"
+TEXT_FILE = "text_encoder.json"  # the encoder that wrote the cached embeddings, and the null caption's
 VALIDATION_DIR = "validation"
 
 
@@ -28,20 +35,49 @@ def resize_to_budget(video, budget, patch):
   return np.clip(np.asarray(resized), 0, 255).round().astype(np.uint8)
 
 
-def _record(mean, std, caption):
+def _bits(embeds):
+  """16-bit floats as their uint16 bits (npz keeps no bfloat16), and back with `_floats`."""
+  return np.asarray(embeds).view(np.uint16)
+
+
+def _floats(bits, dtype):
+  import ml_dtypes
+
+  return bits.view(np.dtype(getattr(ml_dtypes, dtype, dtype)))
+
+
+def _record(mean, std, captions, text=None):
+  """captions: the clip's caption, then any generated one; text: their (ids, embeddings)."""
   buffer = io.BytesIO()
-  np.savez(buffer, mean=mean, std=std, caption=np.array(caption))
+  arrays = {"mean": mean, "std": std, "caption": np.array(captions[0]), "captions": np.array(captions)}
+  if text is not None:
+    arrays |= {"text_ids": text[0], "text_embeds": _bits(text[1])}
+  np.savez(buffer, **arrays)
   return buffer.getvalue()
 
 
-def _unrecord(data):
+def _unrecord(data, embed_dtype=None):
   with np.load(io.BytesIO(data)) as z:
-    return {"mean": z["mean"], "std": z["std"], "caption": str(z["caption"])}
+    record = {"mean": z["mean"], "std": z["std"], "caption": str(z["caption"])}
+    # Records written before generated captions hold one caption.
+    record["captions"] = [str(c) for c in z["captions"]] if "captions" in z else [record["caption"]]
+    if embed_dtype and "text_embeds" in z:
+      record["text"] = (z["text_ids"], _floats(z["text_embeds"], embed_dtype))
+  return record
 
 
-def cache_latents(vae, vae_params, clips, output, *, budget, patch, stats=True):
+def clip_captions(clip):
+  """A prepared clip's captions: its own, then the captioner's where `prepare --captioner` wrote one."""
+  generated = clip.get("generated_caption", "")
+  return [clip["caption"]] + ([generated] if generated else [])
+
+
+def cache_latents(
+    vae, vae_params, clips, output, *, budget, patch, stats=True, text=None, text_identity=None
+):
   """Encode this host's share of `clips` (records with 'video', 'caption') into OUTPUT (and the
-  latent statistics of training, with `stats`)."""
+  latent statistics of training, with `stats`); with `text` (a FrozenText) also every caption's
+  ids and embeddings, and OUTPUT/text_encoder.json (`text_identity` and the null caption's)."""
   from array_record.python.array_record_module import ArrayRecordWriter
 
   output = Path(output)
@@ -53,33 +89,65 @@ def cache_latents(vae, vae_params, clips, output, *, budget, patch, stats=True):
   shard = output / f"latents-{jax.process_index():05d}.array_record"
   writer = ArrayRecordWriter(str(shard) + ".tmp", "group_size:1")
   for (mean, std), r in zip(latents, records):
-    writer.write(_record(mean, std, r["caption"]))
+    captions = clip_captions(r)
+    encoded = None
+    if text is not None:
+      ids = text.ids(captions)
+      encoded = (ids, np.asarray(text.embed(ids)))
+    writer.write(_record(mean, std, captions, encoded))
   writer.close()
   shard.with_name(shard.name + ".tmp").rename(shard)
-  if stats and jax.process_index() == 0:  # stats from host 0's share: a large random sample of the data
-    write_stats(output / STATS_FILE, channel_stats(latents), clips=len(clips))
+  if jax.process_index() == 0:
+    if stats:  # stats from host 0's share: a large random sample of the data
+      write_stats(output / STATS_FILE, channel_stats(latents), clips=len(clips))
+    if text is not None:
+      null = text.ids([""])
+      np.savez(output / "null_text.npz", text_ids=null[0], text_embeds=_bits(np.asarray(text.embed(null))[0]))
+      with open(output / TEXT_FILE, "w") as f:
+        json.dump(text_identity, f, indent=1)
   return len(records)
 
 
-def latent_source(path):
-  """A random-access grain source of cached latents ({'mean', 'std', 'caption'})."""
+def cached_text(path, identity):
+  """The cache's null caption (ids, embeddings) if PATH holds embeddings of the encoder
+  `identity` (frozen_text.identity of the run's), else None: the run computes them itself."""
+  path = Path(path)
+  if identity is None or not (path / TEXT_FILE).is_file():
+    return None
+  with open(path / TEXT_FILE) as f:
+    if json.load(f) != identity:
+      return None
+  with np.load(path / "null_text.npz") as z:
+    return z["text_ids"], _floats(z["text_embeds"], identity["embed_dtype"])
+
+
+def latent_source(path, embed_dtype=None):
+  """A random-access grain source of cached latents ({'mean', 'std', 'caption', 'captions'},
+  and 'text': (ids, embeddings) of the captions when `embed_dtype` names their dtype)."""
   import grain
 
   shards = [str(p) for p in sorted(Path(path).glob("latents-*.array_record"))]
   if not shards:
     raise FileNotFoundError(f"{path}: no latents-*.array_record shards; run `sora-jax cache-latents`")
-  return grain.MapDataset.source(grain.sources.ArrayRecordDataSource(shards)).map(_unrecord)
+  source = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(shards))
+  return source.map(functools.partial(_unrecord, embed_dtype=embed_dtype))
 
 
 class LatentRecords:
   """The DiT's training data from real clips: index -> (mean, std) latents and caption. Each
   record is read (or encoded) once while in use: a batch reads an example's latents, then its
-  caption, and waiting examples are rebuilt in the next batch."""
+  caption, and waiting examples are rebuilt in the next batch.
 
-  def __init__(self, read, length, stats=None):
+  A clip with a generated caption (`prepare --captioner`) trains on it with probability
+  `generated_share`, else on its own. `null` is the cached null caption's (ids, embeddings),
+  when the records hold embeddings this run can use."""
+
+  def __init__(self, read, length, stats=None, generated_share=0.0, null=None):
     self.read = functools.lru_cache(maxsize=1024)(read)
     self.length = length
     self.stats = stats
+    self.generated_share = generated_share
+    self.null = null
 
   def __len__(self):
     return self.length
@@ -89,16 +157,33 @@ class LatentRecords:
     return r["mean"], r["std"]
 
   def caption_at(self, i, rng):
-    return self.read(i)["caption"]
+    captions = self.read(i)["captions"]
+    if len(captions) > 1 and self.generated_share and rng.random() < self.generated_share:
+      return captions[1]
+    return captions[0]
+
+  def cached_text(self, i, caption):
+    """(ids, embeddings) cached for clip i's `caption` (or the null caption), else None."""
+    if self.null is None:
+      return None
+    if caption == "":
+      return self.null
+    r = self.read(i)
+    k = r["captions"].index(caption)
+    return r["text"][0][k], r["text"][1][k]
 
 
-def cached_latents(path):
-  """`sora-jax cache-latents` output (config.data.latents)."""
-  source = latent_source(path)
-  return LatentRecords(source.__getitem__, len(source), read_stats(Path(path) / STATS_FILE))
+def cached_latents(path, generated_share=0.0, text_identity=None):
+  """`sora-jax cache-latents` output (config.data.latents); its caption embeddings are used
+  when written by the encoder `text_identity` (the run's)."""
+  null = cached_text(path, text_identity)
+  source = latent_source(path, text_identity["embed_dtype"] if null is not None else None)
+  return LatentRecords(
+      source.__getitem__, len(source), read_stats(Path(path) / STATS_FILE), generated_share, null
+  )
 
 
-def encoded_clips(path, vae, vae_params, *, budget, patch, stats_clips=64):
+def encoded_clips(path, vae, vae_params, *, budget, patch, stats_clips=64, generated_share=0.0):
   """`sora-jax prepare` output (config.data.clips), each clip resized to the token budget and
   encoded by the run's VAE when first read, as `cache-latents` would have written it: training
   straight from raw data. The latent stats come from the first `stats_clips` clips (the same on
@@ -115,8 +200,8 @@ def encoded_clips(path, vae, vae_params, *, budget, patch, stats_clips=64):
   def read(i):
     clip = clips[i]
     ((mean, std),) = encode_videos(vae, local, [resize_to_budget(clip["video"], budget, patch)], batch_size=1)
-    return {"mean": mean, "std": std, "caption": clip["caption"]}
+    return {"mean": mean, "std": std, "caption": clip["caption"], "captions": clip_captions(clip)}
 
-  records = LatentRecords(read, len(clips))
+  records = LatentRecords(read, len(clips), generated_share=generated_share)
   records.stats = channel_stats([records[i] for i in range(min(stats_clips, len(records)))])
   return records

@@ -1,7 +1,8 @@
 """Pack variable-size examples into fixed [B, L] rows (NaViT-style), and unpack them.
 
 An example is a dict with `tokens` [n, D], `positions` [n, 3], `grid` (Tp, Hp, Wp),
-`text_ids` [Lt] and optionally `cond_mask` [n] (tokens given clean). The packed batch follows
+`text_ids` [Lt] and optionally `cond_mask` [n] (tokens given clean) and `text_embeds` [Lt, D]
+(a frozen encoder's cached output). The packed batch follows
 the contract of ARCHITECTURE.md; `placements` says where each example went.
 """
 
@@ -34,8 +35,9 @@ def first_fit(lengths, *, rows, row_length, max_per_row):
   return [space.place(n) for n in lengths]
 
 
-def empty_batch(rows, row_length, max_per_row, patch_dim, text_len):
-  return {
+def empty_batch(rows, row_length, max_per_row, patch_dim, text_len, text_dim=None, text_dtype=None):
+  """Zeros of the packed batch; with text_dim, also text_embeds [rows, E, Lt, text_dim]."""
+  batch = {
       "tokens": np.zeros((rows, row_length, patch_dim), np.float32),
       "segment_ids": np.zeros((rows, row_length), np.int32),
       "positions": np.zeros((rows, row_length, 3), np.int32),
@@ -44,12 +46,24 @@ def empty_batch(rows, row_length, max_per_row, patch_dim, text_len):
       "text_ids": np.zeros((rows, max_per_row, text_len), np.int32),
       "grid": np.zeros((rows, max_per_row, 3), np.int32),
   }
+  if text_dim:
+    batch["text_embeds"] = np.zeros((rows, max_per_row, text_len, text_dim), text_dtype or np.float32)
+  return batch
 
 
 def pack(examples, placements, *, rows, row_length, max_per_row):
   """Write examples at their placements (from `first_fit`; None entries are skipped)."""
   first = examples[0]
-  batch = empty_batch(rows, row_length, max_per_row, first["tokens"].shape[-1], first["text_ids"].shape[-1])
+  embeds = first.get("text_embeds")
+  batch = empty_batch(
+      rows,
+      row_length,
+      max_per_row,
+      first["tokens"].shape[-1],
+      first["text_ids"].shape[-1],
+      None if embeds is None else embeds.shape[-1],
+      None if embeds is None else embeds.dtype,
+  )
   for ex, place in zip(examples, placements):
     if place is None:
       continue
@@ -62,6 +76,8 @@ def pack(examples, placements, *, rows, row_length, max_per_row):
     batch["cond_mask"][r, span] = cond
     batch["loss_mask"][r, span] = ~cond
     batch["text_ids"][r, slot] = ex["text_ids"]
+    if embeds is not None:
+      batch["text_embeds"][r, slot] = ex["text_embeds"]
     batch["grid"][r, slot] = ex["grid"]
   return batch
 

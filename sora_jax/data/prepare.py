@@ -11,7 +11,9 @@ that share of the videos (whole videos, chosen by a hash of their names) forms a
 split: the held-out clips of the fixed-noise validation loss (train/validation.py). TFDS writes into an
 `incomplete.*` folder and renames it only once every shard and the dataset info are written, so a
 killed run leaves nothing half-written that reads as a dataset. An OUTPUT that already holds a
-prepared dataset is refused with one line, never overwritten or mixed with a second one.
+prepared dataset is refused with one line, never overwritten or mixed with a second one. With
+--captioner (data/captioners.py), every clip also gets a caption written from its frames, stored
+beside its own; clips the captioner fails on keep only theirs and are listed in the report.
 """
 
 import collections
@@ -28,11 +30,15 @@ from sora_jax.files import write_json
 SHAPES_INPUT = "shapes:"
 
 
-def make_builder(source, output, config, validation_fraction=0.0):
+def make_builder(source, output, config, validation_fraction=0.0, captioner=None):
   """The TFDS builder for --input: `shapes:N`, or a folder / .csv / .jsonl of captioned videos."""
   source = str(source)
   kwargs = dict(
-      data_dir=output, config=config, file_format="array_record", validation_fraction=validation_fraction
+      data_dir=output,
+      config=config,
+      file_format="array_record",
+      validation_fraction=validation_fraction,
+      captioner=captioner,
   )
   if source.startswith(SHAPES_INPUT):
     count = source[len(SHAPES_INPUT) :]
@@ -65,8 +71,11 @@ def written(builder, output):
   }
 
 
-def prepare(source, output, *, fps=8.0, clip_frames=17, clip_stride=17, validation_fraction=0.0):
-  """Build the clips dataset under OUTPUT and write OUTPUT/report.json; returns the report."""
+def prepare(
+    source, output, *, fps=8.0, clip_frames=17, clip_stride=17, validation_fraction=0.0, captioner=None
+):
+  """Build the clips dataset under OUTPUT and write OUTPUT/report.json; returns the report.
+  captioner: a name for data/captioners.load_captioner (each clip gets a generated caption)."""
   if clip_frames < 1 or (clip_frames - 1) % VAE_TEMPORAL:
     raise ConfigError(f"--clip_frames={clip_frames}: clips need 1 + {VAE_TEMPORAL}k frames")
   if clip_stride < 1 or fps <= 0:
@@ -78,7 +87,14 @@ def prepare(source, output, *, fps=8.0, clip_frames=17, clip_stride=17, validati
     raise ConfigError(
         f"--output={output} already holds a prepared dataset: remove it or choose another folder"
     )
-  builder = make_builder(source, output, ClipConfig.of(fps, clip_frames, clip_stride), validation_fraction)
+  caption_fn = None
+  if captioner:
+    from sora_jax.data.captioners import load_captioner
+
+    caption_fn = load_captioner(captioner)
+  builder = make_builder(
+      source, output, ClipConfig.of(fps, clip_frames, clip_stride), validation_fraction, caption_fn
+  )
   with tempfile.TemporaryDirectory() as downloads:  # TFDS wants a download folder; nothing is downloaded
     try:
       builder.download_and_prepare(download_dir=downloads)
@@ -104,6 +120,9 @@ def prepare(source, output, *, fps=8.0, clip_frames=17, clip_stride=17, validati
       "skipped_count": len(skipped),
       "skipped_reasons": dict(reasons),
       "skipped": skipped,
+      "captioner": captioner,
+      "caption_failures_count": len(builder.caption_failures),
+      "caption_failures": builder.caption_failures,
       "settings": {
           "fps": fps,
           "clip_frames": clip_frames,

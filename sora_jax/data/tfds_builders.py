@@ -32,6 +32,7 @@ CLIP_FEATURES = {
     # Lossless, and decoding needs no image codec (no TensorFlow).
     "video": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8, encoding="bytes"),
     "caption": tfds.features.Text(),
+    "generated_caption": tfds.features.Text(),  # `prepare --captioner`'s ("" without one)
     "source": tfds.features.Text(),  # the video file (or synthetic index) the clip is from
     "start": np.int64,  # first frame of the clip, counted at the target fps
     "fps": np.float64,
@@ -124,16 +125,21 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   The validation split is generated first: it takes videos in `held_out_order` until it holds
   `validation_count` usable ones (an unusable one is skipped and the next taken), and training
-  gets every video it did not try."""
+  gets every video it did not try. `captioner(frames, caption) -> str` (data/captioners.py)
+  writes each clip's generated caption; a clip it fails on keeps none and is listed in
+  `caption_failures`."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "generated_caption (prepare --captioner)"}
   EXTRA_FEATURES = {}
   # Nothing is downloaded, so no checksums file beside the code; TFDS 4.9 would otherwise look for
   # one through `importlib_resources`, which it does not install on Python >= 3.9.
   code_path = None
 
-  def __init__(self, *, videos, validation_fraction=0.0, **kwargs):
+  def __init__(self, *, videos, validation_fraction=0.0, captioner=None, **kwargs):
     self.videos = videos
+    self.captioner = captioner
+    self.caption_failures = []  # {"path", "start", "reason"} per clip the captioner failed on
     self.skipped = []  # {"path", "reason"} per unusable video, filled while generating
     self.videos_used = 0
     self.held_out = validation_count(len(videos), validation_fraction)
@@ -196,6 +202,7 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             {
                 "video": clip,
                 "caption": video.caption,
+                "generated_caption": self._generated_caption(clip, video.caption, source, start),
                 "source": source,
                 "start": start,
                 "fps": c.fps,
@@ -204,6 +211,20 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
         for start, clip in clips
     ]
+
+  def _generated_caption(self, frames, caption, source, start):
+    if self.captioner is None:
+      return ""
+    try:
+      text = self.captioner(frames, caption)
+      if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"returned {text!r}, not a non-empty string")
+      return text.strip()
+    except Exception as e:  # noqa: BLE001 - a captioner's failure on one clip must not stop the run
+      self.caption_failures.append(
+          {"path": source, "start": int(start), "reason": f"{type(e).__name__}: {e}"}
+      )
+      return ""
 
 
 def load_captioned(path, caption):

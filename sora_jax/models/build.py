@@ -29,7 +29,8 @@ def patch_dim(config):
 
 def build_dit(config):
   m, t = config.model, config.model.text
-  text = HashedWordEncoder(t.vocab_size, t.width, t.depth, t.num_heads)
+  # A frozen encoder runs beside the DiT (its output comes in as text_embeds): no text module.
+  text = HashedWordEncoder(t.vocab_size, t.width, t.depth, t.num_heads) if t.kind == "hashed" else None
   return DiT(
       patch_dim(config),
       text,
@@ -51,13 +52,65 @@ def build_dit(config):
 
 def dit_param_shapes(config):
   """The DiT's parameter tree as ShapeDtypeStructs (nothing is computed or allocated)."""
-  x = empty_batch(1, 8, 1, patch_dim(config), config.model.text.max_len)
+  x = empty_batch(1, 8, 1, patch_dim(config), config.model.text.max_len, text_dim(config))
   t = jnp.zeros(x["grid"].shape[:2])
-  args = (x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t, x["text_ids"])
+  args = (x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t, *text_inputs(x))
   init = lambda: build_dit(config).init(jax.random.key(0), *args)["params"]
   return nn.meta.unbox(jax.eval_shape(init))
 
 
+def text_inputs(batch):
+  """The DiT's caption arguments from a (packed) batch: (text_ids, text_embeds or None)."""
+  return batch["text_ids"], batch.get("text_embeds")
+
+
+def frozen_encoder(config):
+  """The run's frozen pretrained encoder (loaded once per process), or None for the hashed one."""
+  t = config.model.text
+  if t.kind == "hashed":
+    return None
+  from sora_jax.models.frozen_text import frozen_text
+
+  return frozen_text(t.path, t.max_len, t.dtype, t.embed_dtype)
+
+
+def text_dim(config):
+  """Width of text_embeds in the batch (a frozen encoder's d_model, read from its config.json
+  alone), or None when the DiT encodes its own ids."""
+  if config.model.text.kind == "hashed":
+    return None
+  from sora_jax.models.t5 import T5Config
+
+  return T5Config.from_folder(config.model.text.path).d_model
+
+
 def caption_ids(config, captions):
   """Captions -> int32 [N, max_len] ids for the configured text encoder."""
+  frozen = frozen_encoder(config)
+  if frozen is not None:
+    return frozen.ids(captions)
   return tokenize(captions, config.model.text.max_len, config.model.text.vocab_size)
+
+
+def null_text(config, shape):
+  """Guidance's empty caption as the DiT's (text_ids, text_embeds or None), broadcast to ids
+  of `shape` [..., Lt]: encoded once, whatever the batch."""
+  ids = jnp.asarray(caption_ids(config, [""])[0])
+  frozen = frozen_encoder(config)
+  embeds = None
+  if frozen is not None:
+    embeds = jnp.broadcast_to(frozen.embed(ids), (*shape, frozen.dim))
+  return jnp.broadcast_to(ids, shape), embeds
+
+
+def with_text_embeds(config, batch, shardings=None):
+  """`batch` with `text_embeds` computed on device by the frozen encoder where it has none
+  (not cached), laid out as shardings["text_embeds"] if given; unchanged for the hashed
+  encoder."""
+  frozen = frozen_encoder(config)
+  if frozen is None or "text_embeds" in batch:
+    return batch
+  embeds = frozen.embed(batch["text_ids"])
+  if shardings is not None:
+    embeds = jax.device_put(embeds, shardings["text_embeds"])
+  return {**batch, "text_embeds": embeds}

@@ -6,7 +6,7 @@ example's output is the same alone in a row or packed with others.
 """
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -137,12 +137,13 @@ class DiT(nn.Module):
 
   Inputs (B rows, L tokens, E example slots, Lt caption tokens):
     tokens [B, L, patch_dim], segment_ids [B, L], positions [B, L, 3], cond_mask [B, L],
-    timesteps [B, E] in [0, 1], text_ids [B, E, Lt] (ids for `text_encoder`).
+    timesteps [B, E] in [0, 1], text_ids [B, E, Lt] (ids for `text_encoder`; PAD = 0), and with
+    a frozen encoder outside the model (text_encoder None) its output text_embeds [B, E, Lt, D].
   Output: [B, L, patch_dim] (velocity / eps / v prediction, per the objective).
   """
 
   patch_dim: int
-  text_encoder: nn.Module
+  text_encoder: Optional[nn.Module]  # None: captions come in encoded (text_embeds)
   width: int = 256
   depth: int = 6
   num_heads: int = 4
@@ -158,11 +159,16 @@ class DiT(nn.Module):
   logit_multiplier: float = 1.0
 
   @nn.compact
-  def __call__(self, tokens, segment_ids, positions, cond_mask, timesteps, text_ids):
+  def __call__(self, tokens, segment_ids, positions, cond_mask, timesteps, text_ids, text_embeds=None):
     b, e, lt = text_ids.shape
-    text, text_mask = self.text_encoder(text_ids.reshape(b * e, lt))
-    text = text.reshape(b, e, lt, -1)
-    text_mask = text_mask.reshape(b, e, lt)
+    if self.text_encoder is None:
+      if text_embeds is None:
+        raise ValueError("this DiT reads encoded captions: pass text_embeds (a frozen encoder's output)")
+      text, text_mask = text_embeds.astype(self.dtype), text_ids != 0
+    else:
+      text, text_mask = self.text_encoder(text_ids.reshape(b * e, lt))
+      text = text.reshape(b, e, lt, -1)
+      text_mask = text_mask.reshape(b, e, lt)
     # Caption tokens of example e carry segment id e + 1: cross-attention is block diagonal.
     text_ids_flat = jnp.where(text_mask, jnp.arange(1, e + 1)[None, :, None], 0).reshape(b, e * lt)
     pooled = (text * text_mask[..., None]).sum(2) / jnp.maximum(text_mask.sum(2, keepdims=True), 1)

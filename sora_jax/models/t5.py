@@ -239,3 +239,27 @@ class T5Tokenizer:
         ids = ids[: max_len - 1] + [EOS]
       out[i, : len(ids)] = ids
     return out
+
+
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def write_t5_folder(folder, params, source, dtype, max_shard_bytes=None):
+  """The encoder as a Hugging Face T5 encoder folder (what `T5Config.from_folder`,
+  `load_t5_params` and transformers' T5EncoderModel read): `source`'s config.json and tokenizer
+  files, and model.safetensors of our weights under the checkpoint's names, kernels back in
+  torch's [out, in] layout."""
+  import shutil
+
+  from sora_jax.weights import DEFAULT_SHARD_BYTES, flatten, write_safetensors
+
+  os.makedirs(folder, exist_ok=True)
+  tensors = {}
+  for name, value in flatten(params).items():
+    path = tuple(name.split("."))
+    value = jnp.asarray(value, dtype)
+    tensors[hf_key(path)] = value.T if path[-1] == "kernel" else value
+  write_safetensors(folder, "model", tensors, max_shard_bytes or DEFAULT_SHARD_BYTES)
+  for file in ("config.json",) + TOKENIZER_FILES:
+    if os.path.isfile(os.path.join(source, file)):
+      shutil.copyfile(os.path.join(source, file), os.path.join(folder, file))

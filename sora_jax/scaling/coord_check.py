@@ -19,6 +19,7 @@ import numpy as np
 from sora_jax.bench import packed_bench_batch
 from sora_jax.config import ConfigError, validate
 from sora_jax.files import atomic_path, write_json
+from sora_jax.models.build import with_text_embeds
 from sora_jax.models.dit import DiTBlock
 from sora_jax.train.dit_stage import dit_training
 
@@ -48,7 +49,9 @@ def activation_sizes(config, steps):
   """{layer: [RMS over real tokens before update 0, 1, ..., steps - 1]} for one config."""
   training = dit_training(config)
   state = nn.meta.unbox(jax.jit(training.init_state)(jax.random.key(config.seed)))
-  batch = {k: jax.numpy.asarray(v) for k, v in packed_bench_batch(config, seed=config.seed).items()}
+  batch = with_text_embeds(
+      config, {k: jax.numpy.asarray(v) for k, v in packed_bench_batch(config, seed=config.seed).items()}
+  )
   real = np.asarray(batch["segment_ids"]) > 0
   t = jax.numpy.full(batch["grid"].shape[:2], 0.5)
 

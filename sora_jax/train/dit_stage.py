@@ -20,7 +20,7 @@ from sora_jax.data.stream import PackedBatches, epoch_order
 from sora_jax.data.synthetic import ShapesSource, caption
 from sora_jax.diffusion import make_objective
 from sora_jax.diffusion.loss import diffusion_loss
-from sora_jax.models.build import build_dit, caption_ids, patch_dim
+from sora_jax.models.build import build_dit, caption_ids, patch_dim, text_dim, text_inputs, with_text_embeds, frozen_encoder
 from sora_jax.models.patch import grid_positions, patch_grid, patchify
 from sora_jax.train.flops import dit_train_flops
 from sora_jax.train.loop import fit, host_rng
@@ -39,20 +39,27 @@ CACHE_FILE = "latent_cache.pkl"
 
 
 def training_latents(config, workdir, vae, vae_params):
-  """(latents: index -> (mean, std), caption_at(i, rng) -> str, stats): the DiT's training data,
-  from cached latents (config.data.latents), prepared clips encoded as they are read
-  (config.data.clips), or else the synthetic shapes."""
-  if config.data.latents or config.data.clips:
-    data = (
-        cached_latents(config.data.latents)
-        if config.data.latents
-        else encoded_clips(
-            config.data.clips,
-            vae,
-            vae_params,
-            budget=config.train.row_length,
-            patch=tuple(config.model.patch),
-        )
+  """(latents: index -> (mean, std), caption_at(i, rng) -> str, stats[, cached_text]): the
+  DiT's training data, from cached latents (config.data.latents), prepared clips encoded as they
+  are read (config.data.clips), or else the synthetic shapes. cached_text(i, caption) -> the
+  caption's cached (ids, embeddings) for a frozen encoder, or None (computed on device)."""
+  share = config.data.generated_caption_share
+  if config.data.latents:
+    identity = None
+    if frozen_encoder(config) is not None:
+      from sora_jax.models.frozen_text import identity as text_identity
+
+      identity = text_identity(config.model.text)
+    data = cached_latents(config.data.latents, share, identity)
+    return data, data.caption_at, data.stats, data.cached_text
+  if config.data.clips:
+    data = encoded_clips(
+        config.data.clips,
+        vae,
+        vae_params,
+        budget=config.train.row_length,
+        patch=tuple(config.model.patch),
+        generated_share=share,
     )
     return data, data.caption_at, data.stats
   return shapes_data(config, latent_cache(config, workdir, vae, vae_params))
@@ -100,16 +107,20 @@ def latent_cache(config, workdir, vae, vae_params):
   return cache
 
 
-def latent_example(config, latent, stats, caption_text, conditions=()):
+def latent_example(config, latent, stats, caption_text, conditions=(), cached_text=None):
   """Latent [T, H, W, C] (standardised here) + caption -> a packable example; `conditions` are
-  written into the latent and held clean (`cond_mask`)."""
+  written into the latent and held clean (`cond_mask`); `cached_text`: the caption's (ids,
+  embeddings) from a cache, else the ids are made here."""
   patch = tuple(config.model.patch)
   grid = patch_grid(latent.shape[:3], patch)
   example = {"positions": grid_positions(grid), "grid": np.array(grid, np.int32)}
   if conditions:
     latent, example["cond_mask"], _ = apply_conditions(latent, conditions, example["positions"], patch[0])
   example["tokens"] = patchify(standardise(latent, stats), patch).astype(np.float32)
-  example["text_ids"] = caption_ids(config, [caption_text])[0]
+  if cached_text is None:
+    example["text_ids"] = caption_ids(config, [caption_text])[0]
+  else:
+    example["text_ids"], example["text_embeds"] = cached_text
   return example
 
 
@@ -117,10 +128,11 @@ def dit_examples(config, data, shard=0, num_shards=1):
   """example_at(position, step) -> packable example: the stream of host `shard`, going through
   the data in a new random order each epoch (hosts take alternate positions).
 
-  data: (latents, caption_at, stats) as `training_latents` returns; a latent entry is (mean,
-  std) or (mean, std, still tail) (`shapes_data`).
+  data: (latents, caption_at, stats[, cached_text]) as `training_latents` returns; a latent
+  entry is (mean, std) or (mean, std, still tail) (`shapes_data`).
   """
-  latents, caption_at, stats = data
+  latents, caption_at, stats, *rest = data
+  cached_text = rest[0] if rest else lambda i, caption: None
   order = epoch_order(len(latents), config.seed, shard, num_shards)
   token_drop = tuple(config.train.token_drop)
   patch_t = config.model.patch[0]
@@ -138,7 +150,7 @@ def dit_examples(config, data, shard=0, num_shards=1):
     # head is image-to-video.
     strategy = draw_strategy(config.data.cond, rng) if len(z) // patch_t > 1 else None
     conditions = draw_conditions(strategy, z, patch_t, rng, still_tail=still_tail) if strategy else []
-    example = latent_example(config, z, stats, text, conditions)
+    example = latent_example(config, z, stats, text, conditions, cached_text(index, text))
     rate = drop_rate(step, *token_drop)
     return drop_tokens(example, rate, rng) if rate > 0 else example
 
@@ -182,7 +194,7 @@ class DiTTraining:
         batch["positions"],
         batch["cond_mask"],
         t,
-        batch["text_ids"],
+        *text_inputs(batch),
         **apply_kwargs,
     )
 
@@ -205,7 +217,15 @@ def dit_training(config):
   )
   batch_shapes = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-      empty_batch(1, tc.row_length, tc.max_per_row, patch_dim(config), config.model.text.max_len),
+      empty_batch(
+          1,
+          tc.row_length,
+          tc.max_per_row,
+          patch_dim(config),
+          config.model.text.max_len,
+          text_dim(config),
+          jnp.dtype(config.model.text.embed_dtype),
+      ),
   )
   batch_shapes = {k: jax.ShapeDtypeStruct((tc.rows,) + v.shape[1:], v.dtype) for k, v in batch_shapes.items()}
 
@@ -215,7 +235,7 @@ def dit_training(config):
     x = {k: jnp.zeros(v.shape, v.dtype) for k, v in batch_shapes.items()}
     t0 = jnp.zeros(x["grid"].shape[:2])
     params = model.init(
-        rng, x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t0, x["text_ids"]
+        rng, x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t0, *text_inputs(x)
     )["params"]
     return create_state(mup.rescale_init(params) if mup else params, tx)
 
@@ -238,8 +258,10 @@ def validation_hook(config, workdir, vae, vae_params, training, mesh, shardings,
   denoise = MeshFunction(training.denoise, mesh)
   rows = config.train.rows // jax.process_count()
   lo = jax.process_index() * rows
-  put = lambda batch: global_batch(
-      {k: v[lo : lo + rows] for k, v in batch.items()}, shardings, config.train.rows
+  put = lambda batch: with_text_embeds(
+      config,
+      global_batch({k: v[lo : lo + rows] for k, v in batch.items()}, shardings, config.train.rows),
+      shardings,
   )
 
   def hook(step, state, writer):
@@ -263,6 +285,8 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
   on_sample(step, ema_params, latent_stats, writer) runs every `train.sample_every` steps."""
   data = training_latents(config, workdir, vae, vae_params)
   training = dit_training(config)
+  if frozen_encoder(config) is not None:
+    frozen_encoder(config).on_mesh(mesh)
   state, state_sharding = init_sharded(training.init_state, jax.random.key(config.seed), mesh)
   shardings = batch_sharding(training.batch_shapes, mesh)
   step_fn = sharded_train_step(training.train_step, mesh, state_sharding, shardings)
@@ -282,7 +306,9 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
       state=state,
       train_step=step_fn,
       data=dit_batches(config, data, jax.process_index(), jax.process_count()),
-      put_batch=lambda local: global_batch(local, shardings, tc.rows),
+      # A frozen encoder's embeddings, where the data has none cached, are computed here on
+      # device: a jitted call of their own before each step, outside the differentiated loss.
+      put_batch=lambda local: with_text_embeds(config, global_batch(local, shardings, tc.rows), shardings),
       config=config.to_dict(),
       num_steps=tc.steps,
       seed=config.seed + 1,

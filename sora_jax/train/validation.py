@@ -35,6 +35,7 @@ from sora_jax.data.synthetic import ShapesSource, caption
 from sora_jax.diffusion import make_objective
 from sora_jax.evaluation.shapes import eval_prompts, true_clip, true_spec
 from sora_jax.files import atomic_path
+from sora_jax.models.build import with_text_embeds
 
 VALIDATION_FILE = "validation_set.pkl"
 
@@ -192,7 +193,11 @@ def validation_loss(config, denoise, params, examples, stats, *, put_batch=None)
         per_token=False,
     )
     target = pack_values([it["target"] for it in batch_items], batch_places, batch["tokens"].shape, 0.0)
-    device_batch = put_batch(batch) if put_batch else {k: jnp.asarray(v) for k, v in batch.items()}
+    device_batch = (
+        put_batch(batch)
+        if put_batch
+        else with_text_embeds(config, {k: jnp.asarray(v) for k, v in batch.items()})
+    )
     pred = fetch(denoise(params, device_batch, jnp.asarray(t))).astype(np.float64)
     err = np.square(pred - target).mean(-1)
     for it, (r, _, off) in zip(batch_items, batch_places):
