@@ -62,3 +62,18 @@ def test_multislice_mesh_puts_slices_on_data():
   report = aot.compile_report(config, "v5p-8", num_slices=2)
   assert report["chips"] == 8 and report["slices"] == 2 and report["mesh"]["data"] == 8
   assert all(step["fits"] for step in report["reports"])
+
+
+def test_a_frozen_text_encoder_compiles_sharded_for_the_pod():
+  """With model.text.kind=t5 the report adds the encoder's call on a batch's captions, its
+  weights split over fsdp (compiled from config.json alone: no weights are read)."""
+  from pathlib import Path
+  config = get_config("tiny")
+  config.model.text.kind = "t5"
+  config.model.text.path = str(Path(__file__).parent / "data" / "t5" / "t5_tiny")
+  config.mesh.fsdp, config.mesh.data = 2, -1
+  report = aot.compile_report(config, "v5p-8")
+  names = [step["step"] for step in report["reports"]]
+  assert names == ["train_step", "sample_step", "text_encode"], names
+  encode = report["reports"][2]
+  assert encode["fits"] and encode["model_flops_per_chip"] > 0 and encode["xla_flops_per_chip"] > 0
