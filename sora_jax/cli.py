@@ -331,6 +331,13 @@ FLAGS = (
     (flags.DEFINE_integer, "clip_frames", 17, "frames per clip (1 + 4k)", ("prepare",)),
     (flags.DEFINE_integer, "clip_stride", 17, "frames between clip starts", ("prepare",)),
     (
+        flags.DEFINE_integer,
+        "max_size",
+        0,
+        "cap the longer side of stored clips at this many pixels, aspect kept (0: as decoded)",
+        ("prepare",),
+    ),
+    (
         flags.DEFINE_float,
         "validation_fraction",
         0.0,
@@ -748,6 +755,7 @@ def cmd_prepare(args):
       clip_stride=args.clip_stride,
       validation_fraction=args.validation_fraction,
       captioner=args.captioner,
+      max_size=args.max_size,
   )
   held = report["splits"].get("validation")
   print(

@@ -138,3 +138,60 @@ def test_captioners_write_a_second_caption_and_failures_are_listed(tmp_path, cap
   with pytest.raises(SystemExit):
     run(["sora-jax", "prepare", "--input=shapes:1", f"--output={tmp_path / 'x'}", "--captioner=nothing"])
   assert "--captioner='nothing': give 'shapes'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fps, frames, stride", [(8.0, 17, 17), (8.0, 5, 3), (8.0, 5, 9), (50.0, 9, 9)])
+def test_streamed_clips_equal_whole_file_resampling(fps, frames, stride):
+  """Cutting while decoding gives the clips that resampling the whole decoded file gives
+  (target k = source frame round(k * source_fps / fps), k < n * fps / source_fps)."""
+  from sora_jax.data.clips import cut_clips
+  from sora_jax.data.video_io import read_video, stream_video
+  whole = read_video(CLIP)
+  source_fps, streamed = stream_video(CLIP)
+  count = int(len(whole) * fps / source_fps + 1e-6)
+  picks = np.minimum(np.round(np.arange(count) * source_fps / fps).astype(int), len(whole) - 1)
+  resampled = whole[picks]
+  expected = [(s, resampled[s:s + frames]) for s in range(0, count - frames + 1, stride)]
+  got = list(cut_clips(streamed, source_fps, fps, frames, stride))
+  assert [s for s, _ in got] == [s for s, _ in expected] and len(got) >= 2
+  assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected))
+
+
+def test_cutting_holds_about_one_clip_of_frames_whatever_the_length():
+  """Memory does not grow with the video: frames are let go once their clips are out."""
+  import weakref
+  from sora_jax.data.clips import cut_clips
+  refs, most = [], [0]
+
+  def frames(n):
+    for i in range(n):
+      frame = np.full((4, 4, 3), i % 255, np.uint8)
+      refs.append(weakref.ref(frame))  # freed by reference counting as soon as nothing holds it
+      most[0] = max(most[0], sum(r() is not None for r in refs[-100:]))
+      yield frame
+
+  clips = sum(1 for _ in cut_clips(frames(1000), 25.0, 8.0, 17, 17))
+  assert clips == int(1000 * 8 / 25) // 17 and most[0] <= 17 + 2, most[0]
+
+
+def test_captions_in_other_encodings_blank_ones_and_a_size_cap(tmp_path):
+  """A Latin-1 caption is read as Windows-1252 and noted (never a crash); a whitespace-only one
+  is 'no caption'; --max_size caps the stored clips' longer side, aspect kept; the stored
+  dataset is no larger than 1.5x its input."""
+  src = tmp_path / "videos"
+  src.mkdir()
+  shutil.copy(CLIP, src / "cafe.mp4")
+  (src / "cafe.txt").write_bytes("un caf\xe9 au coin de la rue".encode("latin-1"))
+  shutil.copy(CLIP, src / "blank.mp4")
+  (src / "blank.txt").write_text("  \n\t")
+  out = tmp_path / "out"
+  report = prepare(src, out, clip_frames=17, max_size=148)
+  assert report["skipped"] == [{"path": str(src / "blank.mp4"), "reason": "no caption"}]
+  assert report["notes"][0]["note"].startswith("cafe.txt is not UTF-8 (byte 0xe9 at 6): read as Windows-1252")
+  clips = clip_source(out)
+  assert clips[0]["caption"] == "un café au coin de la rue"
+  assert clips[0]["video"].shape[1:] == (120, 148, 3)  # 240 x 294 halved, even sizes
+  full = tmp_path / "full"
+  prepare(src, full, clip_frames=17)
+  stored = sum(p.stat().st_size for p in full.rglob("*.array_record*"))
+  assert stored <= 1.5 * CLIP.stat().st_size, (stored, CLIP.stat().st_size)

@@ -12,6 +12,10 @@ from sora_jax.data.synthetic import ShapesSource
 from sora_jax.data.tfds_builders import ClipConfig, MovingShapes
 
 
+def psnr(a, b):
+  return 10 * np.log10(255.0**2 / max(np.mean(np.square(a.astype(np.float64) - b)), 1e-10))
+
+
 def test_shapes_dataset_holds_the_generators_clips(tmp_path):
   out = tmp_path / "shapes"
   run(["sora-jax", "prepare", "--input=shapes:3", f"--output={out}", "--clip_frames=9", "--clip_stride=4"])
@@ -23,7 +27,9 @@ def test_shapes_dataset_holds_the_generators_clips(tmp_path):
     clip = clips[i]
     example = source[int(clip["source"].rsplit("/", 1)[1])]
     spec = example["spec"]
-    assert np.array_equal(clip["video"], example["video"][clip["start"]:clip["start"] + 9])
+    # Stored as H.264 (yuv444p, crf 18): above 35 dB PSNR against the generator's frames (the
+    # noise-like textured backgrounds are the hardest: 38 dB), far below the VAE's own error.
+    assert psnr(clip["video"], example["video"][clip["start"]:clip["start"] + 9]) > 35
     assert clip["caption"] == synthetic.caption(spec) and clip["direction"] == spec.direction
     assert (clip["colour"], clip["shape"], clip["speed"]) == (spec.colour, spec.shape, spec.speed)
 

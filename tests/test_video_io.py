@@ -58,7 +58,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     Path(path).write_bytes(b"partial")
     raise RuntimeError("disk full")
 
-  monkeypatch.setattr(vio, "_write_mp4", boom)
+  monkeypatch.setattr(vio, "write_mp4", boom)
   with pytest.raises(RuntimeError):
     write_video(tmp_path / "a.mp4", _video(2, 16, 16))
   assert list(tmp_path.iterdir()) == []

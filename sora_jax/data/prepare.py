@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from sora_jax.config import VAE_TEMPORAL, ConfigError, default_config
+from sora_jax.data.clips import decode_clip
 from sora_jax.data.synthetic import ShapesSource
 from sora_jax.data.tfds_builders import ClipConfig, MovingShapes, VideoCaptions
 from sora_jax.files import write_json
@@ -72,7 +73,15 @@ def written(builder, output):
 
 
 def prepare(
-    source, output, *, fps=8.0, clip_frames=17, clip_stride=17, validation_fraction=0.0, captioner=None
+    source,
+    output,
+    *,
+    fps=8.0,
+    clip_frames=17,
+    clip_stride=17,
+    validation_fraction=0.0,
+    captioner=None,
+    max_size=0,
 ):
   """Build the clips dataset under OUTPUT and write OUTPUT/report.json; returns the report.
   captioner: a name for data/captioners.load_captioner (each clip gets a generated caption)."""
@@ -92,8 +101,10 @@ def prepare(
     from sora_jax.data.captioners import load_captioner
 
     caption_fn = load_captioner(captioner)
+  if max_size < 0 or max_size % 2:
+    raise ConfigError(f"--max_size={max_size}: an even number of pixels for the longer side (0: keep)")
   builder = make_builder(
-      source, output, ClipConfig.of(fps, clip_frames, clip_stride), validation_fraction, caption_fn
+      source, output, ClipConfig.of(fps, clip_frames, clip_stride, max_size), validation_fraction, caption_fn
   )
   with tempfile.TemporaryDirectory() as downloads:  # TFDS wants a download folder; nothing is downloaded
     try:
@@ -120,6 +131,7 @@ def prepare(
       "skipped_count": len(skipped),
       "skipped_reasons": dict(reasons),
       "skipped": skipped,
+      "notes": builder.notes,
       "captioner": captioner,
       "caption_failures_count": len(builder.caption_failures),
       "caption_failures": builder.caption_failures,
@@ -128,6 +140,7 @@ def prepare(
           "clip_frames": clip_frames,
           "clip_stride": clip_stride,
           "validation_fraction": validation_fraction,
+          "max_size": max_size,
       },
   }
   write_json(output / "report.json", report)
@@ -135,11 +148,15 @@ def prepare(
 
 
 def plain(record):
-  """TFDS gives text as bytes and scalars as numpy ones: str, int and float instead."""
-  return {
+  """TFDS gives text as bytes and scalars as numpy ones: str, int and float instead; a stored
+  clip's mp4 bytes are decoded to its "video" frames (datasets before 2.0.0 hold raw frames)."""
+  record = {
       k: v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v
       for k, v in record.items()
   }
+  if "mp4" in record:
+    record["video"] = decode_clip(record.pop("mp4"))
+  return record
 
 
 def _dataset(output):

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -21,16 +22,16 @@ import tensorflow_datasets as tfds
 
 from sora_jax.config import ConfigError
 from sora_jax.data import synthetic
-from sora_jax.data.video_io import VideoReadError, read_video
+from sora_jax.data.clips import capped, cut_clips, encode_clip
+from sora_jax.data.video_io import VideoReadError, stream_video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mov", ".mkv")
 # What an unusable input raises (PyAV and file errors included); anything else is a bug and stops.
 SKIPPABLE = (VideoReadError, av.error.FFmpegError, OSError, ValueError)
 CLIP_FEATURES = {
-    # Raw bytes, which ArrayRecord compresses per record (brotli): on the real clip 31% smaller
-    # shards and 2.6x faster reads than zlib here, which leaves ArrayRecord nothing to compress.
-    # Lossless, and decoding needs no image codec (no TensorFlow).
-    "video": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8, encoding="bytes"),
+    # The clip as the bytes of an H.264 mp4 at the target fps (data/clips.py; raw frames were
+    # ~17x the input videos' size). `prepare.clip_source` decodes it back to "video" frames.
+    "mp4": tfds.features.Tensor(shape=(None,), dtype=np.uint8, encoding="bytes"),
     "caption": tfds.features.Text(),
     "generated_caption": tfds.features.Text(),  # `prepare --captioner`'s ("" without one)
     "source": tfds.features.Text(),  # the video file (or synthetic index) the clip is from
@@ -42,20 +43,23 @@ SPEC_FIELDS = ("colour", "shape", "direction", "speed", "background")  # MovingS
 
 @dataclasses.dataclass
 class ClipConfig(tfds.core.BuilderConfig):
-  """Clip rules: resample to `fps` (nearest frame), then `clip_frames` frames every `clip_stride`."""
+  """Clip rules: resample to `fps` (nearest frame), then `clip_frames` frames every `clip_stride`,
+  the longer side capped at `max_size` (0: kept; the token-budget resize happens at read time)."""
 
   fps: float = 8.0
   clip_frames: int = 17
   clip_stride: int = 17
+  max_size: int = 0
 
   @classmethod
-  def of(cls, fps, clip_frames, clip_stride):
+  def of(cls, fps, clip_frames, clip_stride, max_size=0):
     # The name is the dataset's folder, OUTPUT/<builder>/<name>/<version>: it records the rules.
     return cls(
-        name=f"fps{fps:g}_frames{clip_frames}_stride{clip_stride}",
+        name=f"fps{fps:g}_frames{clip_frames}_stride{clip_stride}" + (f"_max{max_size}" if max_size else ""),
         fps=fps,
         clip_frames=clip_frames,
         clip_stride=clip_stride,
+        max_size=max_size,
     )
 
 
@@ -64,38 +68,49 @@ class Video(NamedTuple):
   caption: str
   fps: float | None = None  # None: already at the target rate
   fields: dict = {}  # extra features shared by every clip of the video
+  note: str | None = None  # what the report should say about it (e.g. how its caption was read)
+
+
+def read_text(path):
+  """(text, note): a caption file or list as UTF-8 (a BOM dropped), else as Windows-1252 /
+  Latin-1 with a note saying so: a caption written by another tool never stops a run."""
+  data = Path(path).read_bytes()
+  try:
+    return data.decode("utf-8-sig"), None
+  except UnicodeDecodeError as e:
+    try:
+      text, codec = data.decode("cp1252"), "Windows-1252"
+    except UnicodeDecodeError:  # cp1252 leaves 5 bytes undefined; Latin-1 maps every byte
+      text, codec = data.decode("latin-1"), "Latin-1"
+    return text, f"{Path(path).name} is not UTF-8 (byte {data[e.start]:#x} at {e.start}): read as {codec}"
 
 
 def list_inputs(source):
-  """-> [(video path, caption or None)] from a folder, a .csv or a .jsonl."""
+  """-> [(video path, caption: str, a caption file's Path, or None)] from a folder (captions in
+  same-stem .txt files, read when the video is), a .csv or a .jsonl."""
   source = Path(source)
   if source.is_dir():
     videos = sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
-    sidecar = lambda p: p.with_suffix(".txt").read_text().strip() if p.with_suffix(".txt").is_file() else None
+    sidecar = lambda p: p.with_suffix(".txt") if p.with_suffix(".txt").is_file() else None
     return [(p, sidecar(p)) for p in videos]
-  if source.suffix == ".csv":
-    with open(source, newline="") as f:
-      rows = [(r.get("path"), r.get("caption")) for r in csv.DictReader(f)]
-  elif source.suffix == ".jsonl":
-    rows = [(r.get("path"), r.get("caption")) for r in map(json.loads, source.read_text().splitlines()) if r]
-  else:
+  if source.suffix not in (".csv", ".jsonl"):
     raise ConfigError(f"--input={source}: expected a folder, a .csv or a .jsonl")
+  text, note = read_text(source)
+  if note:
+    print(f"warning: {note}")
+  if source.suffix == ".csv":
+    rows = [(r.get("path"), r.get("caption")) for r in csv.DictReader(io.StringIO(text, newline=""))]
+  else:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+      if not line.strip():
+        continue
+      try:
+        entry = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ConfigError(f"--input={source}: line {number} is not JSON ({e.msg})") from None
+      rows.append((entry.get("path"), entry.get("caption")))
   return [(source.parent / p if p else None, c) for p, c in rows]
-
-
-def video_fps(path):
-  with av.open(str(path)) as container:
-    rate = container.streams.video[0].average_rate
-  return float(rate) if rate else None
-
-
-def clips_of(frames, source_fps, fps, clip_frames, clip_stride):
-  """Resample to `fps` (nearest frame) and cut clips; [] if the video is shorter than a clip."""
-  count = int(len(frames) * fps / source_fps + 1e-6)  # the epsilon keeps n frames at an unchanged rate
-  picks = np.minimum(np.round(np.arange(count) * source_fps / fps).astype(int), len(frames) - 1)
-  resampled = frames[picks]
-  starts = range(0, len(resampled) - clip_frames + 1, clip_stride)
-  return [(s, resampled[s : s + clip_frames]) for s in starts]
 
 
 def skip_reason(error):
@@ -129,8 +144,11 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   writes each clip's generated caption; a clip it fails on keeps none and is listed in
   `caption_failures`."""
 
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {"1.1.0": "generated_caption (prepare --captioner)"}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.1.0": "generated_caption (prepare --captioner)",
+      "2.0.0": "clips stored as H.264 mp4 bytes ('mp4'), cut while decoding; max_size",
+  }
   EXTRA_FEATURES = {}
   # Nothing is downloaded, so no checksums file beside the code; TFDS 4.9 would otherwise look for
   # one through `importlib_resources`, which it does not install on Python >= 3.9.
@@ -141,6 +159,7 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self.captioner = captioner
     self.caption_failures = []  # {"path", "start", "reason"} per clip the captioner failed on
     self.skipped = []  # {"path", "reason"} per unusable video, filled while generating
+    self.notes = []  # {"path", "note"} per used video the report should mention
     self.videos_used = 0
     self.held_out = validation_count(len(videos), validation_fraction)
     self.validation_videos = []  # source names of the validation split's videos
@@ -167,10 +186,10 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       if len(self.validation_videos) == self.held_out:
         break
       tried.add(index)
-      clips = self._clips(index)
-      if clips is not None:
+      used = self.videos_used
+      yield from self._clips(index)
+      if self.videos_used > used:
         self.validation_videos.append(self.videos[index][0])
-        yield from clips
     self._tried = tried
 
   def _generate_examples(self):
@@ -178,39 +197,43 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       raise RuntimeError("the validation split must be generated before the train split")
     for index in range(len(self.videos)):
       if index not in self._tried:
-        yield from self._clips(index) or ()
+        yield from self._clips(index)
 
   def _clips(self, index):
-    """The (key, example) clips of video `index`, or None (recorded in `skipped`) if unusable."""
+    """Yield the (key, example) clips of video `index` as they are decoded. A video with no clip
+    is recorded in `skipped`; one that breaks after some keeps them, and `notes` says where."""
     c = self.builder_config
     source, load = self.videos[index]
+    produced, counter = 0, {}
     try:
       video = load()
-      clips = clips_of(video.frames, video.fps or c.fps, c.fps, c.clip_frames, c.clip_stride)
-      if not clips:
+      frames = (capped(f, c.max_size) for f in video.frames) if c.max_size else video.frames
+      for start, clip in cut_clips(frames, video.fps or c.fps, c.fps, c.clip_frames, c.clip_stride, counter):
+        if not produced:
+          self.videos_used += 1
+          if video.note:
+            self.notes.append({"path": source, "note": video.note})
+        produced += 1
+        example = {
+            "mp4": np.frombuffer(encode_clip(clip, c.fps), np.uint8),
+            "caption": video.caption,
+            "generated_caption": self._generated_caption(clip, video.caption, source, start),
+            "source": source,
+            "start": start,
+            "fps": c.fps,
+            **video.fields,
+        }
+        yield f"{index}-{start}", example
+      if not produced:
         raise VideoReadError(
-            f"{source}: too short ({len(video.frames)} frames) "
+            f"{source}: too short ({counter.get('frames', 0)} frames) "
             f"for a {c.clip_frames}-frame clip at {c.fps:g} fps"
         )
     except SKIPPABLE as e:
-      self.skipped.append({"path": source, "reason": skip_reason(e)})
-      return None
-    self.videos_used += 1
-    return [
-        (
-            f"{index}-{start}",
-            {
-                "video": clip,
-                "caption": video.caption,
-                "generated_caption": self._generated_caption(clip, video.caption, source, start),
-                "source": source,
-                "start": start,
-                "fps": c.fps,
-                **video.fields,
-            },
-        )
-        for start, clip in clips
-    ]
+      if produced:
+        self.notes.append({"path": source, "note": f"stopped after {produced} clip(s): {skip_reason(e)}"})
+      else:
+        self.skipped.append({"path": source, "reason": skip_reason(e)})
 
   def _generated_caption(self, frames, caption, source, start):
     if self.captioner is None:
@@ -228,14 +251,20 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def load_captioned(path, caption):
-  """A listed video file and its caption; raises VideoReadError saying why it is unusable."""
+  """A listed video file and its caption (text, or its .txt file); raises VideoReadError saying
+  why it is unusable."""
   if path is None:
     raise VideoReadError("(no path): the list entry names no file")
+  note = None
+  if isinstance(caption, Path):
+    caption, note = read_text(caption)
+  caption = (caption or "").strip()
   if not caption:
     raise VideoReadError(f"{path}: no caption")
   if path.is_file() and path.stat().st_size == 0:
     raise VideoReadError(f"{path}: empty file")
-  return Video(read_video(path), caption, video_fps(path))
+  fps, frames = stream_video(path)
+  return Video(frames, caption, fps, note=note)
 
 
 class VideoCaptions(ClipBuilder):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import fractions
 from pathlib import Path
 
 import av
@@ -40,6 +41,45 @@ def read_video(path, *, max_frames: int | None = None, last: int | None = None, 
   if not frames:
     raise VideoReadError(f"{path}: no decodable frames")
   return np.stack(frames)
+
+
+def capped_size(height, width, max_size):
+  """(height, width) with the longer side at most `max_size` (aspect kept, even sizes when
+  reduced, for yuv420p); unchanged when it already fits or max_size is None."""
+  if not max_size or max(height, width) <= max_size:
+    return height, width
+  scale = max_size / max(height, width)
+  return max(2, 2 * round(height * scale / 2)), max(2, 2 * round(width * scale / 2))
+
+
+def stream_video(path, max_size=None):
+  """(frame rate or None, frames): the first video stream of `path` decoded one frame at a time
+  while `frames` is iterated (uint8 [H, W, 3] RGB, the longer side capped at `max_size` as the
+  frame is converted): memory does not grow with the video's length. Opening problems raise here,
+  decoding problems while iterating; both as VideoReadError naming the file."""
+  path = Path(path)
+  if not path.is_file():
+    raise VideoReadError(f"{path}: no such file")
+  try:
+    with av.open(str(path)) as container:
+      if not container.streams.video:
+        raise VideoReadError(f"{path}: no video stream")
+      rate = container.streams.video[0].average_rate
+  except VideoReadError:
+    raise
+  except (av.error.FFmpegError, OSError, ValueError) as e:
+    raise _unreadable(path, e) from None
+
+  def frames():
+    try:
+      with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+          h, w = capped_size(frame.height, frame.width, max_size)
+          yield frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA")
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+      raise _unreadable(path, e) from None
+
+  return (float(rate) if rate else None), frames()
 
 
 class VideoChunks:
@@ -117,17 +157,19 @@ def _checked(frames):
   return frames
 
 
-def _write_mp4(path: str, chunks, fps: int) -> None:
-  with av.open(path, "w", format="mp4") as container:
+def write_mp4(target, chunks, fps, crf=18, pix_fmt=None) -> None:
+  """uint8 [T, H, W, 3] chunks -> an H.264 mp4 at `target` (a path or a seekable file object);
+  pix_fmt None: yuv420p (what every player shows) at even sizes, yuv444p at odd ones."""
+  with av.open(target, "w", format="mp4") as container:
     stream = None
     for frames in chunks:
       if stream is None:
         _, h, w, _ = frames.shape
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=fractions.Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = w, h
         # yuv420p halves chroma resolution and needs even sizes; yuv444p keeps odd sizes exact.
-        stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
-        stream.options = {"crf": "18"}
+        stream.pix_fmt = pix_fmt or ("yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p")
+        stream.options = {"crf": str(crf)}
       for f in frames:
         container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
     if stream is None:
@@ -169,4 +211,4 @@ def _write_png(path: str, chunks, fps: int) -> None:
 
 
 def _writer(ext):
-  return {".mp4": _write_mp4, ".gif": _write_gif, ".png": _write_png}[ext]
+  return {".mp4": write_mp4, ".gif": _write_gif, ".png": _write_png}[ext]
