@@ -195,3 +195,32 @@ def test_captions_in_other_encodings_blank_ones_and_a_size_cap(tmp_path):
   prepare(src, full, clip_frames=17)
   stored = sum(p.stat().st_size for p in full.rglob("*.array_record*"))
   assert stored <= 1.5 * CLIP.stat().st_size, (stored, CLIP.stat().st_size)
+
+
+def test_list_entries_outside_its_folder_are_skipped(tmp_path):
+  folder = tmp_path / "list"
+  folder.mkdir()
+  shutil.copy(CLIP, folder / "inside.mp4")
+  shutil.copy(CLIP, tmp_path / "outside.mp4")
+  (folder / "list.jsonl").write_text("\n".join(json.dumps(e) for e in [
+      {"path": "inside.mp4", "caption": "kept"},
+      {"path": "../outside.mp4", "caption": "escapes by .."},
+      {"path": str(tmp_path / "outside.mp4"), "caption": "escapes by an absolute path"},
+  ]))
+  report = prepare(folder / "list.jsonl", tmp_path / "out", clip_frames=17)
+  assert report["videos_used"] == 1 and report["skipped_count"] == 2
+  assert all("outside the list's folder" in s["reason"] for s in report["skipped"])
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+  import errno
+  from sora_jax.data import tfds_builders
+  from sora_jax.data.prepare import prepared_dirs
+
+  def full(*args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(tfds_builders, "encode_clip", full)
+  with pytest.raises(ConfigError, match="no space left on its disk"):
+    prepare("shapes:2", tmp_path / "out", clip_frames=9)
+  assert prepared_dirs(tmp_path / "out") == [] and not list((tmp_path / "out").rglob("incomplete.*"))

@@ -17,6 +17,8 @@ beside its own; clips the captioner fails on keep only theirs and are listed in 
 """
 
 import collections
+import errno
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -109,6 +111,15 @@ def prepare(
   with tempfile.TemporaryDirectory() as downloads:  # TFDS wants a download folder; nothing is downloaded
     try:
       builder.download_and_prepare(download_dir=downloads)
+    except OSError as e:
+      if e.errno != errno.ENOSPC:
+        raise
+      # TFDS leaves its incomplete.* folder: nothing there reads as a dataset, but it holds space.
+      for partial in Path(output).glob("*/*/incomplete.*"):
+        shutil.rmtree(partial, ignore_errors=True)
+      raise ConfigError(
+          f"--output={output}: no space left on its disk ({e.strerror}); nothing was kept"
+      ) from None
     except (AssertionError, ValueError):  # how TFDS refuses an empty split
       if builder.videos_used and builder.videos_used == len(builder.validation_videos):
         raise ConfigError(

@@ -9,6 +9,7 @@ builder's `skipped` list with a reason, never raised. Built without TensorFlow.
 
 import csv
 import dataclasses
+import errno
 import functools
 import hashlib
 import io
@@ -110,7 +111,7 @@ def list_inputs(source):
       except json.JSONDecodeError as e:
         raise ConfigError(f"--input={source}: line {number} is not JSON ({e.msg})") from None
       rows.append((entry.get("path"), entry.get("caption")))
-  return [(source.parent / p if p else None, c) for p, c in rows]
+  return [(source.parent / p if p else None, c) for p, c in rows]  # an absolute p stays as it is
 
 
 def skip_reason(error):
@@ -230,6 +231,8 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             f"for a {c.clip_frames}-frame clip at {c.fps:g} fps"
         )
     except SKIPPABLE as e:
+      if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        raise  # the output's disk, not this video: the run stops (prepare says why)
       if produced:
         self.notes.append({"path": source, "note": f"stopped after {produced} clip(s): {skip_reason(e)}"})
       else:
@@ -269,13 +272,23 @@ def load_captioned(path, caption):
 
 class VideoCaptions(ClipBuilder):
   """Clips of captioned videos: a folder of video files with same-stem .txt captions, or a .csv
-  (columns path, caption) or .jsonl ({"path", "caption"}) list, paths relative to the list."""
+  (columns path, caption) or .jsonl ({"path", "caption"}) list, paths relative to the list. An
+  entry whose path leads outside the list's folder (absolute, or through ..) is skipped: a list
+  cannot make prepare read files elsewhere."""
 
   def __init__(self, *, inputs, **kwargs):
-    videos = [
-        (str(path), functools.partial(load_captioned, path, caption)) for path, caption in list_inputs(inputs)
-    ]
+    root = Path(inputs).resolve() if Path(inputs).is_dir() else Path(inputs).resolve().parent
+    videos = []
+    for path, caption in list_inputs(inputs):
+      load = functools.partial(load_captioned, path, caption)
+      if path is not None and not Path(path).resolve().is_relative_to(root):
+        load = functools.partial(_refuse, f"{path}: outside the list's folder {root}")
+      videos.append((str(path), load))
     super().__init__(videos=videos, **kwargs)
+
+
+def _refuse(reason):
+  raise VideoReadError(reason)
 
 
 def load_shapes(shapes, i):
