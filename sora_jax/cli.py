@@ -338,6 +338,22 @@ FLAGS = (
         ("prepare",),
     ),
     (
+        flags.DEFINE_integer,
+        "min_size",
+        0,
+        "skip videos whose shorter side is under this (pixels)",
+        ("prepare",),
+    ),
+    (flags.DEFINE_float, "min_seconds", 0.0, "skip videos shorter than this", ("prepare",)),
+    (
+        flags.DEFINE_float,
+        "scene_cut",
+        0.0,
+        "no clip spans a scene cut: a frame whose mean colour change from the last exceeds this share "
+        "(e.g. 0.1; 0: off)",
+        ("prepare",),
+    ),
+    (
         flags.DEFINE_float,
         "validation_fraction",
         0.0,
@@ -756,6 +772,9 @@ def cmd_prepare(args):
       validation_fraction=args.validation_fraction,
       captioner=args.captioner,
       max_size=args.max_size,
+      min_size=args.min_size,
+      min_seconds=args.min_seconds,
+      scene_cut=args.scene_cut,
   )
   held = report["splits"].get("validation")
   print(

@@ -197,18 +197,19 @@ def test_captions_in_other_encodings_blank_ones_and_a_size_cap(tmp_path):
   assert stored <= 1.5 * CLIP.stat().st_size, (stored, CLIP.stat().st_size)
 
 
-def test_list_entries_outside_its_folder_are_skipped(tmp_path):
+def test_relative_list_entries_climbing_out_of_its_folder_are_skipped(tmp_path):
   folder = tmp_path / "list"
   folder.mkdir()
   shutil.copy(CLIP, folder / "inside.mp4")
   shutil.copy(CLIP, tmp_path / "outside.mp4")
   (folder / "list.jsonl").write_text("\n".join(json.dumps(e) for e in [
       {"path": "inside.mp4", "caption": "kept"},
-      {"path": "../outside.mp4", "caption": "escapes by .."},
-      {"path": str(tmp_path / "outside.mp4"), "caption": "escapes by an absolute path"},
+      {"path": "../outside.mp4", "caption": "climbs out"},
+      {"path": "sub/../../outside.mp4", "caption": "climbs out further down"},
+      {"path": str(tmp_path / "outside.mp4"), "caption": "absolute: the list's author chose it"},
   ]))
   report = prepare(folder / "list.jsonl", tmp_path / "out", clip_frames=17)
-  assert report["videos_used"] == 1 and report["skipped_count"] == 2
+  assert report["videos_used"] == 2 and report["skipped_count"] == 2
   assert all("outside the list's folder" in s["reason"] for s in report["skipped"])
 
 
@@ -224,3 +225,25 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
   with pytest.raises(ConfigError, match="no space left on its disk"):
     prepare("shapes:2", tmp_path / "out", clip_frames=9)
   assert prepared_dirs(tmp_path / "out") == [] and not list((tmp_path / "out").rglob("incomplete.*"))
+
+
+def test_filters_scene_cuts_size_and_length(tmp_path):
+  """No clip spans a scene cut (clips restart at the cut); videos under --min_size or
+  --min_seconds are skipped with the reason."""
+  src = tmp_path / "videos"
+  src.mkdir()
+  frames = np.zeros((40, 48, 64, 3), np.uint8)
+  frames[:20, ..., 0], frames[20:, ..., 2] = 200, 200  # a red scene, then a blue one
+  for t in range(40):
+    frames[t, 20:26, t:t + 6] = 255  # a white square moving right in both
+  write_video(src / "cut.mp4", frames, fps=8)
+  (src / "cut.txt").write_text("two scenes")
+  plain = prepare(src, tmp_path / "plain", fps=8, clip_frames=9, clip_stride=9)
+  cut = prepare(src, tmp_path / "cut", fps=8, clip_frames=9, clip_stride=9, scene_cut=0.2)
+  starts = lambda out: sorted(c["start"] for c in map(clip_source(out).__getitem__, range(len(clip_source(out)))))
+  assert starts(tmp_path / "plain") == [0, 9, 18, 27] and plain["scene_cuts"] == 0
+  assert starts(tmp_path / "cut") == [0, 9, 20, 29] and cut["scene_cuts"] == 1
+  small = prepare(src, tmp_path / "small", fps=8, clip_frames=9, min_size=64)
+  assert small["skipped"][0]["reason"] == "64x48 is under --min_size=64"
+  short = prepare(src, tmp_path / "short", fps=8, clip_frames=9, min_seconds=6)
+  assert short["skipped"][0]["reason"].endswith("s is under --min_seconds=6")

@@ -19,17 +19,30 @@ from sora_jax.data.video_io import VideoReadError, capped_size, write_mp4
 STORED_CRF = 20  # x264's quality setting: lower keeps more, at more bytes
 
 
-def cut_clips(frames, source_fps, fps, clip_frames, clip_stride, counter=None):
+def scene_change(previous, frame):
+  """Mean absolute difference in [0, 1] of two frames' colour thumbnails (about 32 x 32): large
+  at a cut, small under motion (a moving object changes few thumbnail pixels). In colour, not
+  grey: two scenes of equal brightness still differ."""
+  thumbs = []
+  for f in (previous, frame):
+    step_y, step_x = max(1, f.shape[0] // 32), max(1, f.shape[1] // 32)
+    thumbs.append(f[::step_y, ::step_x].astype(np.float32))
+  return float(np.abs(thumbs[0] - thumbs[1]).mean() / 255.0)
+
+
+def cut_clips(frames, source_fps, fps, clip_frames, clip_stride, counter=None, scene_cut=0.0):
   """Yield (start, uint8 [clip_frames, H, W, 3]) clips from an iterable of frames.
 
   Target frame k is source frame round(k * source_fps / fps), as long as k < n * fps /
   source_fps for the n frames the video has (the last source frame stands in past the end);
   clips start every `clip_stride` target frames. A clip is yielded once every frame of it is
-  known to exist, so at most clip_frames + 1 frames are held. `counter` (a dict) receives the
-  number of source frames read, for the caller's messages.
+  known to exist, so at most clip_frames + 1 frames are held. With `scene_cut` > 0, a source
+  frame whose `scene_change` from the one before exceeds it is a cut: the clip being filled is
+  dropped and the next starts at the cut, so no clip spans one. `counter` (a dict) receives the
+  number of source frames read ("frames") and of cuts ("cuts"), for the caller's messages.
   """
   held = {}  # target index -> frame, for the targets of the clips not yet yielded
-  next_target = next_start = 0
+  next_target = next_start = cuts = 0
   n, last = 0, None
 
   def pick(k):  # the source frame of target k, computed as the whole-file resampling does
@@ -45,6 +58,11 @@ def cut_clips(frames, source_fps, fps, clip_frames, clip_stride, counter=None):
         del held[k]
 
   for i, frame in enumerate(frames):
+    if scene_cut and last is not None and scene_change(last, frame) > scene_cut:
+      cuts += 1
+      yield from ready(next_target)  # clips ending before the cut: their frames all exist
+      held.clear()
+      next_start = next_target  # the first target at or after the cut
     n, last = i + 1, frame
     while pick(next_target) == i:
       if next_target >= next_start:
@@ -53,7 +71,7 @@ def cut_clips(frames, source_fps, fps, clip_frames, clip_stride, counter=None):
     # Target k exists iff k < n * fps / source_fps: every frame read so far confirms the targets below.
     yield from ready(int(n * fps / source_fps + 1e-6))
   if counter is not None:
-    counter["frames"] = n
+    counter.update(frames=n, cuts=cuts)
   count = int(n * fps / source_fps + 1e-6)
   while next_target < count:  # targets past the last frame (rounding up) take the last frame
     if next_target >= next_start:

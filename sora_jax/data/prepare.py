@@ -84,6 +84,9 @@ def prepare(
     validation_fraction=0.0,
     captioner=None,
     max_size=0,
+    min_size=0,
+    min_seconds=0.0,
+    scene_cut=0.0,
 ):
   """Build the clips dataset under OUTPUT and write OUTPUT/report.json; returns the report.
   captioner: a name for data/captioners.load_captioner (each clip gets a generated caption)."""
@@ -105,9 +108,13 @@ def prepare(
     caption_fn = load_captioner(captioner)
   if max_size < 0 or max_size % 2:
     raise ConfigError(f"--max_size={max_size}: an even number of pixels for the longer side (0: keep)")
-  builder = make_builder(
-      source, output, ClipConfig.of(fps, clip_frames, clip_stride, max_size), validation_fraction, caption_fn
-  )
+  if min_size < 0 or min_seconds < 0 or not 0.0 <= scene_cut < 1.0:
+    raise ConfigError(
+        f"--min_size={min_size} --min_seconds={min_seconds:g} --scene_cut={scene_cut:g}: sizes and "
+        "seconds are >= 0, the scene-cut threshold a share in [0, 1)"
+    )
+  rules = ClipConfig.of(fps, clip_frames, clip_stride, max_size, min_size, min_seconds, scene_cut)
+  builder = make_builder(source, output, rules, validation_fraction, caption_fn)
   with tempfile.TemporaryDirectory() as downloads:  # TFDS wants a download folder; nothing is downloaded
     try:
       builder.download_and_prepare(download_dir=downloads)
@@ -143,6 +150,7 @@ def prepare(
       "skipped_reasons": dict(reasons),
       "skipped": skipped,
       "notes": builder.notes,
+      "scene_cuts": builder.scene_cuts,
       "captioner": captioner,
       "caption_failures_count": len(builder.caption_failures),
       "caption_failures": builder.caption_failures,
@@ -152,6 +160,9 @@ def prepare(
           "clip_stride": clip_stride,
           "validation_fraction": validation_fraction,
           "max_size": max_size,
+          "min_size": min_size,
+          "min_seconds": min_seconds,
+          "scene_cut": scene_cut,
       },
   }
   write_json(output / "report.json", report)

@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import functools
 import hashlib
+import itertools
 import io
 import json
 from pathlib import Path
@@ -24,7 +25,7 @@ import tensorflow_datasets as tfds
 from sora_jax.config import ConfigError
 from sora_jax.data import synthetic
 from sora_jax.data.clips import capped, cut_clips, encode_clip
-from sora_jax.data.video_io import VideoReadError, stream_video
+from sora_jax.data.video_io import VideoReadError, stream_video, video_seconds
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mov", ".mkv")
 # What an unusable input raises (PyAV and file errors included); anything else is a bug and stops.
@@ -45,22 +46,33 @@ SPEC_FIELDS = ("colour", "shape", "direction", "speed", "background")  # MovingS
 @dataclasses.dataclass
 class ClipConfig(tfds.core.BuilderConfig):
   """Clip rules: resample to `fps` (nearest frame), then `clip_frames` frames every `clip_stride`,
-  the longer side capped at `max_size` (0: kept; the token-budget resize happens at read time)."""
+  the longer side capped at `max_size` (0: kept; the token-budget resize happens at read time).
+  Filters (0: off): videos whose shorter side is under `min_size` pixels or that last under
+  `min_seconds` are skipped, and no clip spans a scene cut (`clips.scene_change` > `scene_cut`)."""
 
   fps: float = 8.0
   clip_frames: int = 17
   clip_stride: int = 17
   max_size: int = 0
+  min_size: int = 0
+  min_seconds: float = 0.0
+  scene_cut: float = 0.0
 
   @classmethod
-  def of(cls, fps, clip_frames, clip_stride, max_size=0):
+  def of(cls, fps, clip_frames, clip_stride, max_size=0, min_size=0, min_seconds=0.0, scene_cut=0.0):
     # The name is the dataset's folder, OUTPUT/<builder>/<name>/<version>: it records the rules.
+    name = f"fps{fps:g}_frames{clip_frames}_stride{clip_stride}"
+    for key, value in (("max", max_size), ("min", min_size), ("minsec", min_seconds), ("cut", scene_cut)):
+      name += f"_{key}{value:g}" if value else ""
     return cls(
-        name=f"fps{fps:g}_frames{clip_frames}_stride{clip_stride}" + (f"_max{max_size}" if max_size else ""),
+        name=name,
         fps=fps,
         clip_frames=clip_frames,
         clip_stride=clip_stride,
         max_size=max_size,
+        min_size=min_size,
+        min_seconds=min_seconds,
+        scene_cut=scene_cut,
     )
 
 
@@ -70,6 +82,7 @@ class Video(NamedTuple):
   fps: float | None = None  # None: already at the target rate
   fields: dict = {}  # extra features shared by every clip of the video
   note: str | None = None  # what the report should say about it (e.g. how its caption was read)
+  seconds: float | None = None  # its length, where known before decoding
 
 
 def read_text(path):
@@ -161,6 +174,7 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self.caption_failures = []  # {"path", "start", "reason"} per clip the captioner failed on
     self.skipped = []  # {"path", "reason"} per unusable video, filled while generating
     self.notes = []  # {"path", "note"} per used video the report should mention
+    self.scene_cuts = 0  # cuts found in the used videos (with ClipConfig.scene_cut)
     self.videos_used = 0
     self.held_out = validation_count(len(videos), validation_fraction)
     self.validation_videos = []  # source names of the validation split's videos
@@ -208,8 +222,12 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     produced, counter = 0, {}
     try:
       video = load()
-      frames = (capped(f, c.max_size) for f in video.frames) if c.max_size else video.frames
-      for start, clip in cut_clips(frames, video.fps or c.fps, c.fps, c.clip_frames, c.clip_stride, counter):
+      frames = filtered(video, source, c)
+      frames = (capped(f, c.max_size) for f in frames) if c.max_size else frames
+      clips = cut_clips(
+          frames, video.fps or c.fps, c.fps, c.clip_frames, c.clip_stride, counter, scene_cut=c.scene_cut
+      )
+      for start, clip in clips:
         if not produced:
           self.videos_used += 1
           if video.note:
@@ -229,7 +247,9 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         raise VideoReadError(
             f"{source}: too short ({counter.get('frames', 0)} frames) "
             f"for a {c.clip_frames}-frame clip at {c.fps:g} fps"
+            + (f" between scene cuts ({counter['cuts']})" if counter.get("cuts") else "")
         )
+      self.scene_cuts += counter.get("cuts", 0)
     except SKIPPABLE as e:
       if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         raise  # the output's disk, not this video: the run stops (prepare says why)
@@ -267,24 +287,39 @@ def load_captioned(path, caption):
   if path.is_file() and path.stat().st_size == 0:
     raise VideoReadError(f"{path}: empty file")
   fps, frames = stream_video(path)
-  return Video(frames, caption, fps, note=note)
+  return Video(frames, caption, fps, note=note, seconds=video_seconds(path))
 
 
 class VideoCaptions(ClipBuilder):
   """Clips of captioned videos: a folder of video files with same-stem .txt captions, or a .csv
-  (columns path, caption) or .jsonl ({"path", "caption"}) list, paths relative to the list. An
-  entry whose path leads outside the list's folder (absolute, or through ..) is skipped: a list
-  cannot make prepare read files elsewhere."""
+  (columns path, caption) or .jsonl ({"path", "caption"}) list, paths relative to the list (or
+  absolute). A relative path that climbs out of the list's folder (through ..) is skipped: a list
+  of relative paths describes its own folder, and one that escapes it is broken or hostile."""
 
   def __init__(self, *, inputs, **kwargs):
     root = Path(inputs).resolve() if Path(inputs).is_dir() else Path(inputs).resolve().parent
     videos = []
     for path, caption in list_inputs(inputs):
       load = functools.partial(load_captioned, path, caption)
-      if path is not None and not Path(path).resolve().is_relative_to(root):
+      if path is not None and ".." in Path(path).parts and not Path(path).resolve().is_relative_to(root):
         load = functools.partial(_refuse, f"{path}: outside the list's folder {root}")
       videos.append((str(path), load))
     super().__init__(videos=videos, **kwargs)
+
+
+def filtered(video, source, config):
+  """The video's frames, or VideoReadError if a filter of `config` (ClipConfig) refuses it:
+  its first frame shows the size, its frame count and rate (or the container's duration) the
+  length."""
+  frames = iter(video.frames)
+  first = next(frames, None)
+  if first is None:
+    raise VideoReadError(f"{source}: no decodable frames")
+  if config.min_size and min(first.shape[:2]) < config.min_size:
+    raise VideoReadError(f"{source}: {first.shape[1]}x{first.shape[0]} is under --min_size={config.min_size}")
+  if config.min_seconds and video.seconds is not None and video.seconds < config.min_seconds:
+    raise VideoReadError(f"{source}: {video.seconds:.2f} s is under --min_seconds={config.min_seconds:g}")
+  return itertools.chain([first], frames)
 
 
 def _refuse(reason):

@@ -82,6 +82,15 @@ def stream_video(path, max_size=None):
   return (float(rate) if rate else None), frames()
 
 
+def video_seconds(path):
+  """The container's duration in seconds, or None where it does not say."""
+  try:
+    with av.open(str(path)) as container:
+      return container.duration / av.time_base if container.duration else None
+  except (av.error.FFmpegError, OSError, ValueError):
+    return None
+
+
 class VideoChunks:
   """A video file's frames as uint8 chunks [<= chunk, H, W, 3] (resized to `size`), decoded
   while they are iterated: a whole input passes through in the memory of one chunk."""
