@@ -81,6 +81,10 @@ COMMANDS = {
         "--workdir=DIR --input=PREPARED --output=DIR",
         "encode prepared clips with a run's VAE: latents for --config.data.latents",
     ),
+    "fvd": (
+        "--real=VIDEOS --generated=VIDEOS [--frames=16] [--output=FVD.json]",
+        "Frechet Video Distance (Kinetics-400 I3D) between two folders of videos or prepared datasets",
+    ),
 }
 CONFIGURED = (
     "train",
@@ -247,9 +251,9 @@ FLAGS = (
         flags.DEFINE_string,
         "output",
         None,
-        "sample: a .mp4 / .gif / .png video (.png: 1 frame); aot, family: a .json "
+        "sample: a .mp4 / .gif / .png video (.png: 1 frame); aot, family, fvd: a .json "
         "report; prepare, cache-latents, coord-check: the output folder",
-        ("sample", "aot", "family", "prepare", "cache-latents", "coord-check", "export"),
+        ("sample", "aot", "family", "prepare", "cache-latents", "coord-check", "export", "fvd"),
     ),
     (
         flags.DEFINE_bool,
@@ -328,6 +332,15 @@ FLAGS = (
         ("prepare", "cache-latents"),
     ),
     (flags.DEFINE_float, "fps", 8.0, "frame rate clips are resampled to", ("prepare",)),
+    (
+        flags.DEFINE_string,
+        "real",
+        None,
+        "fvd: the reference videos (a folder, a prepare output, or a file)",
+        ("fvd",),
+    ),
+    (flags.DEFINE_string, "generated", None, "fvd: the videos scored against them (same kinds)", ("fvd",)),
+    (flags.DEFINE_integer, "frames", 16, "fvd: the first frames of each video the I3D sees", ("fvd",)),
     (flags.DEFINE_integer, "clip_frames", 17, "frames per clip (1 + 4k)", ("prepare",)),
     (flags.DEFINE_integer, "clip_stride", 17, "frames between clip starts", ("prepare",)),
     (
@@ -824,6 +837,16 @@ def cmd_cache_latents(args):
   )
 
 
+def cmd_fvd(args):
+  from sora_jax.evaluation.fvd import fvd
+  from sora_jax.files import write_json
+
+  report = fvd(_require(args, "real"), _require(args, "generated"), frames=args.frames)
+  if args.output:
+    write_json(args.output, report)
+  print(json.dumps(report, indent=1))
+
+
 def cmd_bench(args):
   from sora_jax.bench import run_bench
 
@@ -909,6 +932,7 @@ def main(argv):
       "eval": cmd_eval,
       "aot": cmd_aot,
       "bench": cmd_bench,
+      "fvd": cmd_fvd,
       "family": cmd_family,
       "validate": cmd_validate,
       "sweep": cmd_sweep,
