@@ -87,22 +87,16 @@ MAX_NEW_TOKENS = 77
 
 def model_expander(folder):
   """list[str] -> list[str] with a local seq2seq or causal language model, greedy decoding."""
-  try:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-  except ImportError:
-    raise ConfigError(
-        f"--expand_prompt={folder}: a model folder needs transformers and torch (pip install 'sora-jax[captioner]')"
-    ) from None
-  try:
-    seq2seq = AutoConfig.from_pretrained(folder, local_files_only=True).is_encoder_decoder
-    loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = loader.from_pretrained(folder, local_files_only=True).eval()
-  except (OSError, ValueError, KeyError) as e:
-    raise ConfigError(
-        f"--expand_prompt={folder}: not a text model folder ({str(e).splitlines()[0]})"
-    ) from None
+  from sora_jax.models.hf_local import load_local
+
+  def load(hf, path):
+    seq2seq = hf.AutoConfig.from_pretrained(path, local_files_only=True).is_encoder_decoder
+    loader = hf.AutoModelForSeq2SeqLM if seq2seq else hf.AutoModelForCausalLM
+    model = loader.from_pretrained(path, local_files_only=True).eval()
+    return seq2seq, hf.AutoTokenizer.from_pretrained(path, local_files_only=True), model
+
+  seq2seq, tokenizer, model = load_local("--expand_prompt", folder, "a text model folder", load)
+  import torch  # present: load_local checked
 
   def expand(prompts):
     out = []

@@ -51,20 +51,18 @@ def describe_shapes(frames, caption=""):
 
 def transformers_captioner(folder):
   """An image-to-text model from a local folder, captioning each clip's middle frame."""
-  try:
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-  except ImportError:
-    raise ConfigError(
-        f"--captioner={folder}: a model folder needs transformers and torch (pip install 'sora-jax[captioner]')"
-    ) from None
-  try:
-    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-    model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True).eval()
-  except (OSError, ValueError, KeyError) as e:
-    raise ConfigError(
-        f"--captioner={folder}: not an image-to-text model folder ({str(e).splitlines()[0]})"
-    ) from None
+  from sora_jax.models.hf_local import load_local
+
+  processor, model = load_local(
+      "--captioner",
+      folder,
+      "an image-to-text model folder",
+      lambda hf, path: (
+          hf.AutoProcessor.from_pretrained(path, local_files_only=True),
+          hf.AutoModelForImageTextToText.from_pretrained(path, local_files_only=True).eval(),
+      ),
+  )
+  import torch  # present: load_local checked
 
   def caption(frames, original=""):
     del original
