@@ -147,7 +147,8 @@ def test_streamed_clips_equal_whole_file_resampling(fps, frames, stride):
   from sora_jax.data.clips import cut_clips
   from sora_jax.data.video_io import read_video, stream_video
   whole = read_video(CLIP)
-  source_fps, streamed = stream_video(CLIP)
+  stream = stream_video(CLIP)
+  source_fps, streamed = stream.fps, stream.frames
   count = int(len(whole) * fps / source_fps + 1e-6)
   picks = np.minimum(np.round(np.arange(count) * source_fps / fps).astype(int), len(whole) - 1)
   resampled = whole[picks]

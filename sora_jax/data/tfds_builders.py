@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 from sora_jax.config import ConfigError
 from sora_jax.data import synthetic
 from sora_jax.data.clips import capped, cut_clips, encode_clip
-from sora_jax.data.video_io import VideoReadError, stream_video, video_seconds
+from sora_jax.data.video_io import VideoReadError, stream_video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mov", ".mkv")
 # What an unusable input raises (PyAV and file errors included); anything else is a bug and stops.
@@ -286,8 +286,8 @@ def load_captioned(path, caption):
     raise VideoReadError(f"{path}: no caption")
   if path.is_file() and path.stat().st_size == 0:
     raise VideoReadError(f"{path}: empty file")
-  fps, frames = stream_video(path)
-  return Video(frames, caption, fps, note=note, seconds=video_seconds(path))
+  stream = stream_video(path)
+  return Video(stream.frames, caption, stream.fps, note=note, seconds=stream.seconds)
 
 
 class VideoCaptions(ClipBuilder):

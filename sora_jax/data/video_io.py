@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import fractions
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -19,6 +21,21 @@ class VideoReadError(ValueError):
   """A video could not be read; the message is one line naming the file."""
 
 
+def _decoded(path, convert):
+  """convert(frame) for each frame of the first video stream of `path`, decoded while the
+  generator is iterated; what PyAV or the file raises becomes one VideoReadError naming it."""
+  try:
+    with av.open(str(path)) as container:
+      if not container.streams.video:
+        raise VideoReadError(f"{path}: no video stream")
+      for frame in container.decode(video=0):
+        yield convert(frame)
+  except VideoReadError:
+    raise
+  except (av.error.FFmpegError, OSError, ValueError) as e:
+    raise _unreadable(path, e) from None
+
+
 def read_video(path, *, max_frames: int | None = None, last: int | None = None, size=None) -> np.ndarray:
   """Decode the first video stream of `path` to uint8 [T, H, W, 3] RGB: its first `max_frames`
   or its `last` frames (only those are kept while decoding), resized to (height, width) `size`."""
@@ -26,18 +43,11 @@ def read_video(path, *, max_frames: int | None = None, last: int | None = None, 
   if not path.is_file():
     raise VideoReadError(f"{path}: no such file")
   frames = collections.deque(maxlen=last)
-  try:
-    with av.open(str(path)) as container:
-      if not container.streams.video:
-        raise VideoReadError(f"{path}: no video stream")
-      for frame in container.decode(video=0):
-        if max_frames is not None and len(frames) >= max_frames:
-          break
-        frames.append(_resized(frame.to_image(), size) if size else frame.to_ndarray(format="rgb24"))
-  except VideoReadError:
-    raise
-  except (av.error.FFmpegError, OSError, ValueError) as e:
-    raise _unreadable(path, e) from None
+  convert = (lambda f: _resized(f.to_image(), size)) if size else (lambda f: f.to_ndarray(format="rgb24"))
+  for frame in _decoded(path, convert):
+    if max_frames is not None and len(frames) >= max_frames:
+      break
+    frames.append(frame)
   if not frames:
     raise VideoReadError(f"{path}: no decodable frames")
   return np.stack(frames)
@@ -52,11 +62,16 @@ def capped_size(height, width, max_size):
   return max(2, 2 * round(height * scale / 2)), max(2, 2 * round(width * scale / 2))
 
 
-def stream_video(path, max_size=None):
-  """(frame rate or None, frames): the first video stream of `path` decoded one frame at a time
-  while `frames` is iterated (uint8 [H, W, 3] RGB, the longer side capped at `max_size` as the
-  frame is converted): memory does not grow with the video's length. Opening problems raise here,
-  decoding problems while iterating; both as VideoReadError naming the file."""
+class VideoStream(NamedTuple):
+  fps: float | None  # the stream's average rate
+  seconds: float | None  # the container's duration, where it says
+  frames: Iterator[np.ndarray]  # uint8 [H, W, 3] RGB, decoded while iterated
+
+
+def stream_video(path):
+  """The first video stream of `path` as a VideoStream, its frames decoded one at a time while
+  iterated: memory does not grow with the video's length. Opening problems raise here, decoding
+  problems while iterating; both as VideoReadError naming the file."""
   path = Path(path)
   if not path.is_file():
     raise VideoReadError(f"{path}: no such file")
@@ -65,30 +80,13 @@ def stream_video(path, max_size=None):
       if not container.streams.video:
         raise VideoReadError(f"{path}: no video stream")
       rate = container.streams.video[0].average_rate
+      seconds = container.duration / av.time_base if container.duration else None
   except VideoReadError:
     raise
   except (av.error.FFmpegError, OSError, ValueError) as e:
     raise _unreadable(path, e) from None
-
-  def frames():
-    try:
-      with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-          h, w = capped_size(frame.height, frame.width, max_size)
-          yield frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA")
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-      raise _unreadable(path, e) from None
-
-  return (float(rate) if rate else None), frames()
-
-
-def video_seconds(path):
-  """The container's duration in seconds, or None where it does not say."""
-  try:
-    with av.open(str(path)) as container:
-      return container.duration / av.time_base if container.duration else None
-  except (av.error.FFmpegError, OSError, ValueError):
-    return None
+  frames = _decoded(path, lambda f: f.to_ndarray(format="rgb24"))
+  return VideoStream(float(rate) if rate else None, seconds, frames)
 
 
 class VideoChunks:
@@ -100,15 +98,11 @@ class VideoChunks:
 
   def __iter__(self):
     buffer = []
-    try:
-      with av.open(str(self.path)) as container:
-        for frame in container.decode(video=0):
-          buffer.append(_resized(frame.to_image(), self.size))
-          if len(buffer) == self.chunk:
-            yield np.stack(buffer)
-            buffer = []
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-      raise _unreadable(self.path, e) from None
+    for frame in _decoded(self.path, lambda f: _resized(f.to_image(), self.size)):
+      buffer.append(frame)
+      if len(buffer) == self.chunk:
+        yield np.stack(buffer)
+        buffer = []
     if buffer:
       yield np.stack(buffer)
 

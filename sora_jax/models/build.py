@@ -75,13 +75,10 @@ def frozen_encoder(config):
 
 
 def text_dim(config):
-  """Width of text_embeds in the batch (a frozen encoder's d_model, read from its config.json
-  alone), or None when the DiT encodes its own ids."""
-  if config.model.text.kind == "hashed":
-    return None
-  from sora_jax.models.t5 import T5Config
-
-  return T5Config.from_folder(config.model.text.path).d_model
+  """Width of text_embeds in the batch (the frozen encoder's d_model; its weights are not
+  read), or None when the DiT encodes its own ids."""
+  frozen = frozen_encoder(config)
+  return None if frozen is None else frozen.dim
 
 
 def caption_ids(config, captions):

@@ -15,7 +15,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -56,10 +55,6 @@ class FrozenText:
     lead = ids.shape[:-1]
     flat = jnp.reshape(ids, (-1, ids.shape[-1]))
     return self._apply(self.params, flat).reshape(*lead, ids.shape[-1], self.dim)
-
-  def embed_captions(self, captions):
-    """list[str] -> host numpy [N, max_len, D] in embed_dtype (what cache-latents stores)."""
-    return np.asarray(self.embed(self.ids(captions)))
 
   def shardings(self, mesh):
     """The weights' layout over `mesh`: each 2-D weight split on its model-width axis over
