@@ -381,6 +381,22 @@ FLAGS = (
         "folder, or a Python entry point module:function (train on it with data.generated_caption_share)",
         ("prepare",),
     ),
+    (
+        flags.DEFINE_string,
+        "beam_runner",
+        None,
+        "build the dataset as an Apache Beam pipeline on this runner: DirectRunner (this machine), "
+        "DataflowRunner, FlinkRunner, SparkRunner (the `beam` extra; launch/beam_prepare.md)",
+        ("prepare",),
+    ),
+    (
+        flags.DEFINE_string,
+        "beam_options",
+        "",
+        "the runner's pipeline flags, e.g. '--project=P --region=R --temp_location=gs://B/tmp' "
+        "or '--direct_num_workers=2 --direct_running_mode=multi_processing'",
+        ("prepare",),
+    ),
     (flags.DEFINE_integer, "bench_steps", 10, "timed steps after warm-up", ("bench",)),
     (
         flags.DEFINE_float,
@@ -788,6 +804,8 @@ def cmd_prepare(args):
       min_size=args.min_size,
       min_seconds=args.min_seconds,
       scene_cut=args.scene_cut,
+      beam_runner=args.beam_runner,
+      beam_options=args.beam_options,
   )
   held = report["splits"].get("validation")
   print(
@@ -805,7 +823,7 @@ def cmd_cache_latents(args):
   from sora_jax.data.latent_cache import VALIDATION_DIR, cache_latents
   from sora_jax.data.prepare import clip_source, split_names
   from sora_jax.generate import Pipeline
-  from sora_jax.models.build import frozen_encoder
+  from sora_jax.models.build import caption_tokens, frozen_encoder
 
   workdir, source, output = _require(args, "workdir"), _require(args, "input"), _require(args, "output")
   pipe = Pipeline.load(workdir, dit=False)
@@ -823,12 +841,22 @@ def cmd_cache_latents(args):
       patch=tuple(c.model.patch),
       text=text,
       text_identity=identity,
+      caption_tokens=functools.partial(caption_tokens, c),
+      max_tokens=c.model.text.max_len,
   )
-  count = encode(clip_source(source), output)
+  count, truncated = encode(clip_source(source), output)
   held = ""
   if "validation" in split_names(source):
-    held_count = encode(clip_source(source, "validation"), os.path.join(output, VALIDATION_DIR), stats=False)
+    held_count, held_truncated = encode(
+        clip_source(source, "validation"), os.path.join(output, VALIDATION_DIR), stats=False
+    )
     held = f" (and {held_count} validation clips into {output}/{VALIDATION_DIR})"
+    truncated += held_truncated
+  if truncated:
+    held += (
+        f"; {truncated} caption(s) longer than model.text.max_len={c.model.text.max_len} tokens lose "
+        f"their end (listed in {output}/truncated_captions-*.json)"
+    )
   if text is not None:
     held += f"; captions encoded by the frozen encoder {c.model.text.path}"
   print(

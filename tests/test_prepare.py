@@ -1,6 +1,7 @@
 """`prepare` on the real clip plus corrupt and unusable files: clips written, the rest reported."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,6 +94,19 @@ def test_cache_latents_then_train_the_dit_from_them(dataset, tmp_path, capsys):
   run(["sora-jax", "cache-latents", f"--workdir={workdir}", f"--input={tmp_path / 'clips'}",
        f"--output={tmp_path / 'latents'}"])
   assert "clips encoded" in capsys.readouterr().out
+  assert not list((tmp_path / "latents").glob("truncated_captions-*"))  # "a street scene" fits
+  # A caption longer than the encoder takes is listed with its token count, not silently cut.
+  from sora_jax.data.latent_cache import cache_latents
+  from sora_jax.models.build import caption_tokens
+  config.model.text.max_len = 3  # BOS + 2 words: "a street scene" needs 4
+  clips = clip_source(tmp_path / "clips")
+  assert cache_latents(vae, vae_params, [clips[0]], tmp_path / "short", budget=config.train.row_length,
+                       patch=tuple(config.model.patch), caption_tokens=lambda c: caption_tokens(config, c),
+                       max_tokens=3) == (1, 1)
+  listed = json.loads((tmp_path / "short" / "truncated_captions-00000.json").read_text())
+  assert listed["count"] == 1 and listed["captions"][0]["tokens"] == 4
+  assert listed["captions"][0]["caption"] == "a street scene" and listed["captions"][0]["source"].endswith("real.mp4")
+  config = get_config("tiny")
   latents = latent_source(tmp_path / "latents")
   first = latents[0]
   assert first["caption"] == "a street scene" and first["mean"].shape[-1] == config.vae.latent_channels
@@ -248,3 +262,50 @@ def test_filters_scene_cuts_size_and_length(tmp_path):
   assert small["skipped"][0]["reason"] == "64x48 is under --min_size=64"
   short = prepare(src, tmp_path / "short", fps=8, clip_frames=9, min_seconds=6)
   assert short["skipped"][0]["reason"].endswith("s is under --min_seconds=6")
+
+
+def _clips_by_source(output, split):
+  clips = clip_source(output, split)
+  return sorted((c["source"], c["start"], c["caption"], c["generated_caption"], c["video"].tobytes())
+                for c in (clips[i] for i in range(len(clips))))
+
+
+def test_beam_direct_runner_build_equals_the_plain_build(dataset, tmp_path, monkeypatch):
+  """The same folder (two good videos, four bad files) through Apache Beam's DirectRunner in two
+  worker processes: the same clips in the same splits, the same report."""
+  import os
+
+  # The workers import the captioner entry point as a cluster's would: from their own path.
+  tests = str(Path(__file__).parent)
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+  src = tmp_path / "videos"
+  shutil.copytree(dataset, src)
+  shutil.copy(CLIP, src / "second.mp4")
+  (src / "second.txt").write_text("the same street again")
+  common = dict(clip_frames=9, clip_stride=17, validation_fraction=0.1, captioner="helpers:describe_frames")
+  plain = prepare(src, tmp_path / "plain", **common)
+  run(["sora-jax", "prepare", f"--input={src}", f"--output={tmp_path / 'beam'}", "--clip_frames=9",
+       "--clip_stride=17", "--validation_fraction=0.1", "--captioner=helpers:describe_frames",
+       "--beam_runner=DirectRunner",
+       "--beam_options=--direct_num_workers=2 --direct_running_mode=multi_processing"])
+  beam = json.loads((tmp_path / "beam" / "report.json").read_text())
+  assert beam.pop("beam_runner") == "DirectRunner" and plain.pop("beam_runner") is None
+  assert beam == plain and plain["skipped_count"] == 5 and len(plain["validation_videos"]) == 1
+  for split in ("train", "validation"):
+    assert _clips_by_source(tmp_path / "beam", split) == _clips_by_source(tmp_path / "plain", split)
+  assert not (tmp_path / "beam" / ".video_logs.json").exists()
+
+
+def test_beam_with_no_usable_video_reports_why(dataset, tmp_path):
+  src = tmp_path / "bad"
+  src.mkdir()
+  for name in ("empty.mp4", "empty.txt", "text.mp4", "text.txt"):
+    shutil.copy(dataset / name, src / name)
+  report = prepare(src, tmp_path / "out", beam_runner="DirectRunner")
+  assert report["clips"] == 0 and report["skipped_count"] == 2 and not list((tmp_path / "out").rglob("incomplete.*"))
+
+
+def test_an_unknown_beam_runner_is_one_line(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    run(["sora-jax", "prepare", "--input=shapes:1", f"--output={tmp_path}", "--beam_runner=NoSuchRunner"])
+  assert "--beam_runner=NoSuchRunner: " in capsys.readouterr().err

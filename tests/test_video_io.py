@@ -96,3 +96,62 @@ def test_read_errors(tmp_path, content):
 
 def test_reference_video():
   assert read_video(MMCV_TEST).shape == (168, 240, 294, 3)
+
+
+def _encode(path, frames, times_ms=None, rotation=0):
+  """An H.264 mp4 of `frames`, at 30 fps or at the given timestamps (a variable rate), with a
+  display-matrix rotation tag as phones write one."""
+  import fractions
+
+  import av
+
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream("libx264", rate=30)
+    stream.height, stream.width = frames.shape[1:3]
+    stream.pix_fmt = "yuv444p"
+    stream.options = {"qp": "0"}
+    if rotation:
+      stream.set_display_rotation(rotation)
+    if times_ms is not None:
+      stream.codec_context.time_base = fractions.Fraction(1, 1000)
+    for i, image in enumerate(frames):
+      frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+      if times_ms is not None:
+        frame.pts, frame.time_base = times_ms[i], fractions.Fraction(1, 1000)
+      container.mux(stream.encode(frame))
+    container.mux(stream.encode())
+
+
+def test_a_variable_frame_rate_is_resampled_by_time(tmp_path):
+  """Ten frames at irregular times over 1 s (bursts and gaps): the stream comes out at its nominal
+  30 fps with each frame at its time, so 8 fps clips pick frames by time, not by index."""
+  from sora_jax.data.clips import cut_clips
+  from sora_jax.data.video_io import stream_video
+
+  times = [0, 33, 66, 100, 300, 333, 366, 600, 633, 1000]
+  frames = np.stack([np.full((16, 32, 3), 20 * i, np.uint8) for i in range(len(times))])
+  _encode(tmp_path / "vfr.mp4", frames, times)
+  stream = stream_video(tmp_path / "vfr.mp4")
+  grid = [int(round(f[0, 0, 0] / 20)) for f in stream.frames]
+  assert stream.fps == 30 and len(grid) == 31  # slots 0..30: frame 9 lands on slot 30
+  assert grid[:4] == [0, 1, 2, 3] and grid[4:9] == [3] * 5 and grid[9] == 4 and grid[30] == 9
+  stream = stream_video(tmp_path / "vfr.mp4")
+  (_, clip), = cut_clips(stream.frames, stream.fps, 8.0, 5, 5)
+  # Targets at 0, .125, .25, .375, .5 s: the frame on screen at each time (frame 3 from 0.1 to
+  # 0.3 s, frame 6 from 0.366 to 0.6 s). By index at the 14.3 fps average it was frames 0, 2, 4, 5, 7.
+  assert [int(round(f[0, 0, 0] / 20)) for f in clip] == [0, 3, 3, 6, 6]
+
+
+@pytest.mark.parametrize("rotation,turns", [(90, 1), (-90, -1), (180, 2)])
+def test_a_rotation_tag_is_applied(tmp_path, rotation, turns):
+  """A phone's portrait video: landscape frames plus a display-matrix rotation; read upright,
+  as players show it, by every reader."""
+  from sora_jax.data.video_io import stream_video
+
+  image = np.zeros((16, 32, 3), np.uint8)
+  image[:, :8] = 255  # a white band on the left of the stored frame
+  _encode(tmp_path / "phone.mp4", np.stack([image] * 3), rotation=rotation)
+  expected = np.rot90(image, turns)
+  for frames in (read_video(tmp_path / "phone.mp4"), list(stream_video(tmp_path / "phone.mp4").frames)):
+    assert frames[0].shape == expected.shape
+    assert np.abs(frames[0].astype(int) - expected).mean() < 3

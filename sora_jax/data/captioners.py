@@ -11,6 +11,7 @@ probability `data.generated_caption_share`. Three kinds:
 - a Python entry point `module:function` with the signature above (e.g. a video-language model).
 """
 
+import functools
 import importlib
 import os
 
@@ -74,8 +75,11 @@ def transformers_captioner(folder):
   return caption
 
 
+@functools.lru_cache(maxsize=None)
 def load_captioner(spec):
-  """`shapes`, a model folder, or `module:function`; anything else is one clear line."""
+  """`shapes`, a model folder, or `module:function`; anything else is one clear line. Cached: a
+  model folder is loaded once per process (prepare checks the name before building, the builder
+  or each Beam worker then captions with it)."""
   if spec == "shapes":
     return describe_shapes
   if os.path.isdir(spec):

@@ -73,11 +73,24 @@ def clip_captions(clip):
 
 
 def cache_latents(
-    vae, vae_params, clips, output, *, budget, patch, stats=True, text=None, text_identity=None
+    vae,
+    vae_params,
+    clips,
+    output,
+    *,
+    budget,
+    patch,
+    stats=True,
+    text=None,
+    text_identity=None,
+    caption_tokens=None,
+    max_tokens=None,
 ):
   """Encode this host's share of `clips` (records with 'video', 'caption') into OUTPUT (and the
   latent statistics of training, with `stats`); with `text` (a FrozenText) also every caption's
-  ids and embeddings, and OUTPUT/text_encoder.json (`text_identity` and the null caption's)."""
+  ids and embeddings, and OUTPUT/text_encoder.json (`text_identity` and the null caption's).
+  Captions that `caption_tokens(captions)` finds longer than `max_tokens` (the text encoder cuts
+  their end) are listed in OUTPUT/truncated_captions-HOST.json; returns (clips, truncated)."""
   from array_record.python.array_record_module import ArrayRecordWriter
 
   output = Path(output)
@@ -88,8 +101,14 @@ def cache_latents(
   latents = encode_videos(vae, vae_params, videos)
   shard = output / f"latents-{jax.process_index():05d}.array_record"
   writer = ArrayRecordWriter(str(shard) + ".tmp", "group_size:1")
+  truncated = []
   for (mean, std), r in zip(latents, records):
     captions = clip_captions(r)
+    for caption, tokens in zip(captions, caption_tokens(captions) if caption_tokens else ()):
+      if tokens > max_tokens:
+        truncated.append(
+            {"source": r.get("source"), "start": r.get("start"), "tokens": tokens, "caption": caption}
+        )
     encoded = None
     if text is not None:
       ids = text.ids(captions)
@@ -105,7 +124,10 @@ def cache_latents(
       np.savez(output / "null_text.npz", text_ids=null[0], text_embeds=_bits(np.asarray(text.embed(null))[0]))
       with open(output / TEXT_FILE, "w") as f:
         json.dump(text_identity, f, indent=1)
-  return len(records)
+  if truncated:
+    with open(output / f"truncated_captions-{jax.process_index():05d}.json", "w") as f:
+      json.dump({"max_tokens": max_tokens, "count": len(truncated), "captions": truncated}, f, indent=1)
+  return len(records), len(truncated)
 
 
 def cached_text(path, identity):

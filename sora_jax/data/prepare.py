@@ -33,8 +33,9 @@ from sora_jax.files import write_json
 SHAPES_INPUT = "shapes:"
 
 
-def make_builder(source, output, config, validation_fraction=0.0, captioner=None):
-  """The TFDS builder for --input: `shapes:N`, or a folder / .csv / .jsonl of captioned videos."""
+def make_builder(source, output, config, validation_fraction=0.0, captioner=None, beam=None):
+  """The TFDS builder for --input: `shapes:N`, or a folder / .csv / .jsonl of captioned videos;
+  with `beam` (PipelineOptions), its Beam form (data/beam_prepare.py)."""
   source = str(source)
   kwargs = dict(
       data_dir=output,
@@ -43,14 +44,21 @@ def make_builder(source, output, config, validation_fraction=0.0, captioner=None
       validation_fraction=validation_fraction,
       captioner=captioner,
   )
+  if beam is not None:
+    from sora_jax.data import beam_prepare
+
+    kwargs["logs_path"] = Path(output) / beam_prepare.LOGS_FILE
+    shapes_builder, videos_builder = beam_prepare.BeamMovingShapes, beam_prepare.BeamVideoCaptions
+  else:
+    shapes_builder, videos_builder = MovingShapes, VideoCaptions
   if source.startswith(SHAPES_INPUT):
     count = source[len(SHAPES_INPUT) :]
     if not count.isdigit() or int(count) < 1:
       raise ConfigError(f"--input={source}: expected shapes:N, N >= 1 videos")
-    return MovingShapes(shapes=ShapesSource.of_config(default_config(), int(count)), **kwargs)
+    return shapes_builder(shapes=ShapesSource.of_config(default_config(), int(count)), **kwargs)
   if not Path(source).exists():
     raise ConfigError(f"--input={source}: no such file or folder")
-  return VideoCaptions(inputs=source, **kwargs)
+  return videos_builder(inputs=source, **kwargs)
 
 
 def prepared_dirs(output):
@@ -87,9 +95,13 @@ def prepare(
     min_size=0,
     min_seconds=0.0,
     scene_cut=0.0,
+    beam_runner=None,
+    beam_options="",
 ):
   """Build the clips dataset under OUTPUT and write OUTPUT/report.json; returns the report.
-  captioner: a name for data/captioners.load_captioner (each clip gets a generated caption)."""
+  captioner: a name for data/captioners.load_captioner (each clip gets a generated caption).
+  beam_runner: build it as an Apache Beam pipeline on that runner (DirectRunner, DataflowRunner,
+  FlinkRunner, SparkRunner, ...), `beam_options` its pipeline flags."""
   if clip_frames < 1 or (clip_frames - 1) % VAE_TEMPORAL:
     raise ConfigError(f"--clip_frames={clip_frames}: clips need 1 + {VAE_TEMPORAL}k frames")
   if clip_stride < 1 or fps <= 0:
@@ -101,11 +113,10 @@ def prepare(
     raise ConfigError(
         f"--output={output} already holds a prepared dataset: remove it or choose another folder"
     )
-  caption_fn = None
   if captioner:
     from sora_jax.data.captioners import load_captioner
 
-    caption_fn = load_captioner(captioner)
+    load_captioner(captioner)  # a bad name is one line now, not an error per clip
   if max_size < 0 or max_size % 2:
     raise ConfigError(f"--max_size={max_size}: an even number of pixels for the longer side (0: keep)")
   if min_size < 0 or min_seconds < 0 or not 0.0 <= scene_cut < 1.0:
@@ -113,47 +124,24 @@ def prepare(
         f"--min_size={min_size} --min_seconds={min_seconds:g} --scene_cut={scene_cut:g}: sizes and "
         "seconds are >= 0, the scene-cut threshold a share in [0, 1)"
     )
+  beam = None
+  if beam_runner:
+    from sora_jax.data.beam_prepare import pipeline_options
+
+    beam = pipeline_options(beam_runner, beam_options)
   rules = ClipConfig.of(fps, clip_frames, clip_stride, max_size, min_size, min_seconds, scene_cut)
-  builder = make_builder(source, output, rules, validation_fraction, caption_fn)
-  with tempfile.TemporaryDirectory() as downloads:  # TFDS wants a download folder; nothing is downloaded
-    try:
-      builder.download_and_prepare(download_dir=downloads)
-    except OSError as e:
-      if e.errno != errno.ENOSPC:
-        raise
-      # TFDS leaves its incomplete.* folder: nothing there reads as a dataset, but it holds space.
-      for partial in Path(output).glob("*/*/incomplete.*"):
-        shutil.rmtree(partial, ignore_errors=True)
-      raise ConfigError(
-          f"--output={output}: no space left on its disk ({e.strerror}); nothing was kept"
-      ) from None
-    except (AssertionError, ValueError):  # how TFDS refuses an empty split
-      if builder.videos_used and builder.videos_used == len(builder.validation_videos):
-        raise ConfigError(
-            f"--input={source}: {builder.videos_used} usable video(s), all taken by the validation split; "
-            "nothing is left to train on (lower --validation_fraction or add videos)"
-        ) from None
-      if len(builder.skipped) < len(builder.videos):
-        raise
-      # Every video was skipped: no dataset, and the report says why.
+  builder = make_builder(source, output, rules, validation_fraction, captioner, beam)
+  _build(builder, source, output, beam)
   splits = written(builder, output)
-  skipped = builder.skipped
-  reasons = collections.Counter(s["reason"].split(" (")[0] for s in skipped)
   report = {
       "videos": len(builder.videos),
-      "videos_used": builder.videos_used,
       "clips": sum(s["clips"] for s in splits.values()),
       "shards": [f for s in splits.values() for f in s["shards"]],
       "splits": {name: {"clips": s["clips"]} for name, s in splits.items()},
       "validation_videos": builder.validation_videos,
-      "skipped_count": len(skipped),
-      "skipped_reasons": dict(reasons),
-      "skipped": skipped,
-      "notes": builder.notes,
-      "scene_cuts": builder.scene_cuts,
+      **summary(builder.logs),
       "captioner": captioner,
-      "caption_failures_count": len(builder.caption_failures),
-      "caption_failures": builder.caption_failures,
+      "beam_runner": beam_runner,
       "settings": {
           "fps": fps,
           "clip_frames": clip_frames,
@@ -167,6 +155,59 @@ def prepare(
   }
   write_json(output / "report.json", report)
   return report
+
+
+def _build(builder, source, output, beam):
+  """Run the builder; a full disk and an empty dataset are one line (or, when every video was
+  skipped, no dataset and a report saying why)."""
+  from tensorflow_datasets.core.download import DownloadConfig
+
+  config = DownloadConfig(beam_options=beam) if beam is not None else None
+  with tempfile.TemporaryDirectory() as downloads:  # TFDS wants a download folder; nothing is downloaded
+    try:
+      builder.download_and_prepare(download_dir=downloads, download_config=config)
+    except OSError as e:
+      if e.errno != errno.ENOSPC:
+        raise
+      # TFDS leaves its incomplete.* folder: nothing there reads as a dataset, but it holds space.
+      for partial in Path(output).glob("*/*/incomplete.*"):
+        shutil.rmtree(partial, ignore_errors=True)
+      raise ConfigError(
+          f"--output={output}: no space left on its disk ({e.strerror}); nothing was kept"
+      ) from None
+    except (AssertionError, ValueError, RuntimeError):  # how TFDS refuses an empty split
+      if beam is not None:
+        builder.read_logs()
+      if builder.videos_used and builder.videos_used == len(builder.validation_videos):
+        raise ConfigError(
+            f"--input={source}: {builder.videos_used} usable video(s), all taken by the validation split; "
+            "nothing is left to train on (lower --validation_fraction or add videos)"
+        ) from None
+      if len(builder.skipped) < len(builder.videos):
+        raise
+      # Every video was skipped: no dataset, and the report says why.
+      for partial in Path(output).glob("*/*/incomplete.*"):
+        shutil.rmtree(partial, ignore_errors=True)
+      return
+  if beam is not None:
+    builder.read_logs()
+
+
+def summary(logs):
+  """The report's account of the videos, from their VideoLogs (in input order)."""
+  logs = sorted(logs, key=lambda log: log.index)
+  skipped = [{"path": log.path, "reason": log.skipped} for log in logs if log.skipped]
+  failures = [f for log in logs for f in log.caption_failures]
+  return {
+      "videos_used": sum(1 for log in logs if log.clips),
+      "skipped_count": len(skipped),
+      "skipped_reasons": dict(collections.Counter(s["reason"].split(" (")[0] for s in skipped)),
+      "skipped": skipped,
+      "notes": [note for log in logs for note in log.notes],
+      "scene_cuts": sum(log.cuts for log in logs),
+      "caption_failures_count": len(failures),
+      "caption_failures": failures,
+  }
 
 
 def plain(record):

@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 
 from sora_jax.config import ConfigError
 from sora_jax.data import synthetic
+from sora_jax.data.captioners import load_captioner
 from sora_jax.data.clips import capped, cut_clips, encode_clip
 from sora_jax.data.video_io import VideoReadError, stream_video
 
@@ -147,16 +148,93 @@ def held_out_order(sources):
   return sorted(range(len(sources)), key=lambda i: hashlib.sha256(sources[i].encode()).hexdigest())
 
 
+@dataclasses.dataclass
+class VideoLog:
+  """What the report says of one video, filled while its clips are generated: merged over the
+  videos by `prepare` (the plain build keeps the logs, a Beam build writes them to a file)."""
+
+  index: int
+  path: str
+  clips: int = 0
+  skipped: str | None = None  # why it gave no clip
+  notes: list = dataclasses.field(default_factory=list)  # {"path", "note"}
+  cuts: int = 0  # scene cuts found (ClipConfig.scene_cut)
+  caption_failures: list = dataclasses.field(default_factory=list)  # {"path", "start", "reason"}
+
+
+def video_clips(index, source, load, config, captioner, log):
+  """Yield the (key, example) clips of one video as they are decoded, recording in `log`
+  (a VideoLog) what the report says of it. A video with no clip is `skipped`; one that breaks after
+  some keeps them, and a note says where. `captioner(frames, caption) -> str` writes each clip's
+  generated caption; a clip it fails on keeps none and is listed. Used by both builds."""
+  counter = {}
+  try:
+    video = load()
+    frames = filtered(video, source, config)
+    frames = (capped(f, config.max_size) for f in frames) if config.max_size else frames
+    clips = cut_clips(
+        frames,
+        video.fps or config.fps,
+        config.fps,
+        config.clip_frames,
+        config.clip_stride,
+        counter,
+        scene_cut=config.scene_cut,
+    )
+    for start, clip in clips:
+      if not log.clips and video.note:
+        log.notes.append({"path": source, "note": video.note})
+      log.clips += 1
+      example = {
+          "mp4": np.frombuffer(encode_clip(clip, config.fps), np.uint8),
+          "caption": video.caption,
+          "generated_caption": generated_caption(captioner, clip, video.caption, source, start, log),
+          "source": source,
+          "start": start,
+          "fps": config.fps,
+          **video.fields,
+      }
+      yield f"{index}-{start}", example
+    if not log.clips:
+      raise VideoReadError(
+          f"{source}: too short ({counter.get('frames', 0)} frames) "
+          f"for a {config.clip_frames}-frame clip at {config.fps:g} fps"
+          + (f" between scene cuts ({counter['cuts']})" if counter.get("cuts") else "")
+      )
+    log.cuts = counter.get("cuts", 0)
+  except SKIPPABLE as e:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      raise  # the output's disk, not this video: the run stops (prepare says why)
+    if log.clips:
+      log.notes.append({"path": source, "note": f"stopped after {log.clips} clip(s): {skip_reason(e)}"})
+    else:
+      log.skipped = skip_reason(e)
+
+
+def generated_caption(captioner, frames, caption, source, start, log):
+  """The captioner's caption of a clip ("" without one, or when it fails: listed in `log`)."""
+  if captioner is None:
+    return ""
+  try:
+    text = captioner(frames, caption)
+    if not isinstance(text, str) or not text.strip():
+      raise ValueError(f"returned {text!r}, not a non-empty string")
+    return text.strip()
+  except Exception as e:  # noqa: BLE001 - a captioner's failure on one clip must not stop the run
+    log.caption_failures.append({"path": source, "start": int(start), "reason": f"{type(e).__name__}: {e}"})
+    return ""
+
+
 class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A 'train' split (and with `validation_fraction`, a 'validation' split of whole videos, so no
   video has clips on both sides) of the clips of `videos`: [(source name, load)], load() -> Video
   or raises one of SKIPPABLE. Subclasses make the list and may add features.
 
-  The validation split is generated first: it takes videos in `held_out_order` until it holds
-  `validation_count` usable ones (an unusable one is skipped and the next taken), and training
-  gets every video it did not try. `captioner(frames, caption) -> str` (data/captioners.py)
-  writes each clip's generated caption; a clip it fails on keeps none and is listed in
-  `caption_failures`."""
+  The validation split holds the first `validation_count` usable videos in `held_out_order` (an
+  unusable one is skipped and the next taken); training gets every other video. Here the
+  validation split is generated first, trying videos in that order until it has enough, and
+  training gets every video it did not try; a Beam build (data/beam_prepare.py) decides the same
+  after decoding every video once. `captioner` is a name for `captioners.load_captioner`."""
 
   VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
@@ -171,15 +249,19 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def __init__(self, *, videos, validation_fraction=0.0, captioner=None, **kwargs):
     self.videos = videos
     self.captioner = captioner
-    self.caption_failures = []  # {"path", "start", "reason"} per clip the captioner failed on
-    self.skipped = []  # {"path", "reason"} per unusable video, filled while generating
-    self.notes = []  # {"path", "note"} per used video the report should mention
-    self.scene_cuts = 0  # cuts found in the used videos (with ClipConfig.scene_cut)
-    self.videos_used = 0
+    self.logs = []  # a VideoLog per video generated, in generation order
     self.held_out = validation_count(len(videos), validation_fraction)
     self.validation_videos = []  # source names of the validation split's videos
     self._tried = None  # indices the validation split tried, once it is generated
     super().__init__(**kwargs)
+
+  @property
+  def skipped(self):
+    return [{"path": log.path, "reason": log.skipped} for log in self.logs if log.skipped]
+
+  @property
+  def videos_used(self):
+    return sum(1 for log in self.logs if log.clips)
 
   def _info(self):
     return tfds.core.DatasetInfo(
@@ -201,9 +283,8 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       if len(self.validation_videos) == self.held_out:
         break
       tried.add(index)
-      used = self.videos_used
       yield from self._clips(index)
-      if self.videos_used > used:
+      if self.logs[-1].clips:
         self.validation_videos.append(self.videos[index][0])
     self._tried = tried
 
@@ -215,62 +296,11 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         yield from self._clips(index)
 
   def _clips(self, index):
-    """Yield the (key, example) clips of video `index` as they are decoded. A video with no clip
-    is recorded in `skipped`; one that breaks after some keeps them, and `notes` says where."""
-    c = self.builder_config
     source, load = self.videos[index]
-    produced, counter = 0, {}
-    try:
-      video = load()
-      frames = filtered(video, source, c)
-      frames = (capped(f, c.max_size) for f in frames) if c.max_size else frames
-      clips = cut_clips(
-          frames, video.fps or c.fps, c.fps, c.clip_frames, c.clip_stride, counter, scene_cut=c.scene_cut
-      )
-      for start, clip in clips:
-        if not produced:
-          self.videos_used += 1
-          if video.note:
-            self.notes.append({"path": source, "note": video.note})
-        produced += 1
-        example = {
-            "mp4": np.frombuffer(encode_clip(clip, c.fps), np.uint8),
-            "caption": video.caption,
-            "generated_caption": self._generated_caption(clip, video.caption, source, start),
-            "source": source,
-            "start": start,
-            "fps": c.fps,
-            **video.fields,
-        }
-        yield f"{index}-{start}", example
-      if not produced:
-        raise VideoReadError(
-            f"{source}: too short ({counter.get('frames', 0)} frames) "
-            f"for a {c.clip_frames}-frame clip at {c.fps:g} fps"
-            + (f" between scene cuts ({counter['cuts']})" if counter.get("cuts") else "")
-        )
-      self.scene_cuts += counter.get("cuts", 0)
-    except SKIPPABLE as e:
-      if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        raise  # the output's disk, not this video: the run stops (prepare says why)
-      if produced:
-        self.notes.append({"path": source, "note": f"stopped after {produced} clip(s): {skip_reason(e)}"})
-      else:
-        self.skipped.append({"path": source, "reason": skip_reason(e)})
-
-  def _generated_caption(self, frames, caption, source, start):
-    if self.captioner is None:
-      return ""
-    try:
-      text = self.captioner(frames, caption)
-      if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"returned {text!r}, not a non-empty string")
-      return text.strip()
-    except Exception as e:  # noqa: BLE001 - a captioner's failure on one clip must not stop the run
-      self.caption_failures.append(
-          {"path": source, "start": int(start), "reason": f"{type(e).__name__}: {e}"}
-      )
-      return ""
+    log = VideoLog(index, source)
+    self.logs.append(log)
+    captioner = load_captioner(self.captioner) if self.captioner else None
+    yield from video_clips(index, source, load, self.builder_config, captioner, log)
 
 
 def load_captioned(path, caption):

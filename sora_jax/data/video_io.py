@@ -21,19 +21,53 @@ class VideoReadError(ValueError):
   """A video could not be read; the message is one line naming the file."""
 
 
-def _decoded(path, convert):
-  """convert(frame) for each frame of the first video stream of `path`, decoded while the
-  generator is iterated; what PyAV or the file raises becomes one VideoReadError naming it."""
+def _decoded(path):
+  """(seconds, uint8 [H, W, 3] RGB upright) for each frame of the first video stream of `path`,
+  decoded while the generator is iterated; what PyAV or the file raises becomes one
+  VideoReadError naming it. `seconds` is the frame's timestamp (None where the file has none)."""
   try:
     with av.open(str(path)) as container:
       if not container.streams.video:
         raise VideoReadError(f"{path}: no video stream")
       for frame in container.decode(video=0):
-        yield convert(frame)
+        yield frame.time, upright(frame)
   except VideoReadError:
     raise
   except (av.error.FFmpegError, OSError, ValueError) as e:
     raise _unreadable(path, e) from None
+
+
+def upright(frame):
+  """A decoded frame as RGB, turned by its display matrix as players show it: phones store a
+  portrait video as landscape frames plus a rotation tag (PyAV's `rotation`, counter-clockwise
+  degrees; np.rot90 turns counter-clockwise too)."""
+  image = frame.to_ndarray(format="rgb24")
+  turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+  return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def on_grid(timed, rate):
+  """Frames at the constant `rate` from (seconds, frame) pairs: frame i lands on slot
+  round((t_i - t_0) * rate), a slot no frame lands on repeats the frame before, and a second frame
+  on a slot is dropped (what ffmpeg's `-vsync cfr` does). A constant-rate stream passes unchanged;
+  a variable-rate one (phones, screen recordings) comes out with each frame at its time, so
+  resampling by frame index afterwards is resampling by time. Frames without a time keep their
+  index as their slot."""
+  start = last = None
+  slot = 0  # the next slot to fill
+  for index, (seconds, frame) in enumerate(timed):
+    if seconds is None:
+      target = index
+    else:
+      start = seconds if start is None else start
+      target = round((seconds - start) * rate)
+    if target < slot:
+      continue  # a slot already filled
+    while last is not None and slot < target:
+      yield last
+      slot += 1
+    yield frame
+    last, slot = frame, target + 1
 
 
 def read_video(path, *, max_frames: int | None = None, last: int | None = None, size=None) -> np.ndarray:
@@ -43,11 +77,10 @@ def read_video(path, *, max_frames: int | None = None, last: int | None = None, 
   if not path.is_file():
     raise VideoReadError(f"{path}: no such file")
   frames = collections.deque(maxlen=last)
-  convert = (lambda f: _resized(f.to_image(), size)) if size else (lambda f: f.to_ndarray(format="rgb24"))
-  for frame in _decoded(path, convert):
+  for _, frame in _decoded(path):
     if max_frames is not None and len(frames) >= max_frames:
       break
-    frames.append(frame)
+    frames.append(_resized(Image.fromarray(frame), size) if size else frame)
   if not frames:
     raise VideoReadError(f"{path}: no decodable frames")
   return np.stack(frames)
@@ -70,8 +103,9 @@ class VideoStream(NamedTuple):
 
 def stream_video(path):
   """The first video stream of `path` as a VideoStream, its frames decoded one at a time while
-  iterated: memory does not grow with the video's length. Opening problems raise here, decoding
-  problems while iterating; both as VideoReadError naming the file."""
+  iterated (memory does not grow with the video's length), upright, and at a constant rate: a
+  variable-rate stream is put `on_grid` at its nominal rate (`fps`). Opening problems raise here,
+  decoding problems while iterating; both as VideoReadError naming the file."""
   path = Path(path)
   if not path.is_file():
     raise VideoReadError(f"{path}: no such file")
@@ -79,13 +113,16 @@ def stream_video(path):
     with av.open(str(path)) as container:
       if not container.streams.video:
         raise VideoReadError(f"{path}: no video stream")
-      rate = container.streams.video[0].average_rate
+      stream = container.streams.video[0]
+      # The nominal rate (r_frame_rate) where the file gives one: for a variable-rate stream it is
+      # the finest regular grid of its frames; the average rate would merge the frames of bursts.
+      rate = stream.guessed_rate or stream.average_rate
       seconds = container.duration / av.time_base if container.duration else None
   except VideoReadError:
     raise
   except (av.error.FFmpegError, OSError, ValueError) as e:
     raise _unreadable(path, e) from None
-  frames = _decoded(path, lambda f: f.to_ndarray(format="rgb24"))
+  frames = on_grid(_decoded(path), float(rate)) if rate else (f for _, f in _decoded(path))
   return VideoStream(float(rate) if rate else None, seconds, frames)
 
 
@@ -98,8 +135,8 @@ class VideoChunks:
 
   def __iter__(self):
     buffer = []
-    for frame in _decoded(self.path, lambda f: _resized(f.to_image(), self.size)):
-      buffer.append(frame)
+    for _, frame in _decoded(self.path):
+      buffer.append(_resized(Image.fromarray(frame), self.size))
       if len(buffer) == self.chunk:
         yield np.stack(buffer)
         buffer = []

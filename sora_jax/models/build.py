@@ -3,6 +3,7 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sora_jax.data.packing import empty_batch
 
@@ -87,6 +88,19 @@ def caption_ids(config, captions):
   if frozen is not None:
     return frozen.ids(captions)
   return tokenize(captions, config.model.text.max_len, config.model.text.vocab_size)
+
+
+def caption_tokens(config, captions):
+  """How many tokens each caption takes in the configured encoder before truncation (counted up
+  to 4x model.text.max_len): captions over max_len lose their end when encoded."""
+  long = 4 * config.model.text.max_len
+  frozen = frozen_encoder(config)
+  ids = (
+      frozen.tokenizer(captions, long)
+      if frozen is not None
+      else tokenize(captions, long, config.model.text.vocab_size)
+  )
+  return [int(n) for n in np.count_nonzero(ids, axis=-1)]
 
 
 def null_text(config, shape):
