@@ -85,6 +85,10 @@ COMMANDS = {
         "--real=VIDEOS --generated=VIDEOS [--frames=16] [--output=FVD.json]",
         "Frechet Video Distance (Kinetics-400 I3D) between two folders of videos or prepared datasets",
     ),
+    "eval-vae": (
+        "--workdir=DIR --input=CLIPS|VIDEOS [--split=validation] [--output=DIR]",
+        "a run's VAE on held-out real clips: PSNR, SSIM, PSNR by frame, original / reconstruction / error PNG",
+    ),
 }
 CONFIGURED = (
     "train",
@@ -105,7 +109,7 @@ FLAGS = (
         "workdir",
         None,
         "run directory: checkpoints, TensorBoard events, samples",
-        ("train", "sample", "eval", "validate", "sweep", "cache-latents", "grid", "export"),
+        ("train", "sample", "eval", "validate", "sweep", "cache-latents", "grid", "export", "eval-vae"),
     ),
     (
         flags.DEFINE_string,
@@ -252,8 +256,8 @@ FLAGS = (
         "output",
         None,
         "sample: a .mp4 / .gif / .png video (.png: 1 frame); aot, family, fvd: a .json "
-        "report; prepare, cache-latents, coord-check: the output folder",
-        ("sample", "aot", "family", "prepare", "cache-latents", "coord-check", "export", "fvd"),
+        "report; prepare, cache-latents, coord-check, eval-vae: the output folder",
+        ("sample", "aot", "family", "prepare", "cache-latents", "coord-check", "export", "fvd", "eval-vae"),
     ),
     (
         flags.DEFINE_bool,
@@ -328,8 +332,8 @@ FLAGS = (
         None,
         "prepare: a folder of videos with .txt captions, a .csv / .jsonl "
         "of path, caption, or shapes:N (N synthetic moving-shapes videos); cache-latents: a prepare "
-        "output",
-        ("prepare", "cache-latents"),
+        "output; eval-vae: a prepare output, a folder of videos or a video",
+        ("prepare", "cache-latents", "eval-vae"),
     ),
     (flags.DEFINE_float, "fps", 8.0, "frame rate clips are resampled to", ("prepare",)),
     (
@@ -397,6 +401,14 @@ FLAGS = (
         "or '--direct_num_workers=2 --direct_running_mode=multi_processing'",
         ("prepare",),
     ),
+    (
+        flags.DEFINE_string,
+        "split",
+        "validation",
+        "eval-vae: the split of a prepare output (validation: videos training never saw)",
+        ("eval-vae",),
+    ),
+    (flags.DEFINE_integer, "max_videos", None, "eval-vae: evaluate at most this many videos", ("eval-vae",)),
     (flags.DEFINE_integer, "bench_steps", 10, "timed steps after warm-up", ("bench",)),
     (
         flags.DEFINE_float,
@@ -875,6 +887,39 @@ def cmd_fvd(args):
   print(json.dumps(report, indent=1))
 
 
+def cmd_eval_vae(args):
+  from sora_jax.data.prepare import prepared_dirs, split_names, videos_at
+  from sora_jax.data.video_io import write_video
+  from sora_jax.evaluation.vae_eval import evaluate_vae
+  from sora_jax.files import write_json
+  from sora_jax.generate import Pipeline
+
+  workdir, source = _require(args, "workdir"), _require(args, "input")
+  output = args.output or os.path.join(workdir, "eval_vae")
+  split = args.split
+  if prepared_dirs(source) and split not in split_names(source):
+    print(
+        f"{source} has no {split!r} split: evaluating 'train' (prepare with --validation_fraction to hold videos out)"
+    )
+    split = "train"
+  pipe = Pipeline.load(workdir, dit=False)
+  report, picture = evaluate_vae(
+      pipe.vae,
+      pipe.vae_params,
+      videos_at(source, split),
+      chunk_latents=pipe.config.sample.chunk_latents,
+      max_videos=args.max_videos,
+  )
+  report.update(workdir=workdir, input=source, split=split if prepared_dirs(source) else None)
+  write_json(os.path.join(output, "eval_vae.json"), report)
+  write_video(os.path.join(output, "compare.png"), picture[None])
+  print(
+      f"{report['videos']} videos, {report['frames']} frames: PSNR {report['psnr']:.2f} dB, SSIM "
+      f"{report['ssim']:.4f} (frame 0: {report['psnr_by_frame'][0]:.2f} dB); {output}/eval_vae.json, "
+      f"{output}/compare.png (original / reconstruction / error x4)"
+  )
+
+
 def cmd_bench(args):
   from sora_jax.bench import run_bench
 
@@ -961,6 +1006,7 @@ def main(argv):
       "aot": cmd_aot,
       "bench": cmd_bench,
       "fvd": cmd_fvd,
+      "eval-vae": cmd_eval_vae,
       "family": cmd_family,
       "validate": cmd_validate,
       "sweep": cmd_sweep,

@@ -76,6 +76,16 @@ def default_config():
   # Weight of change within a latent frame's 4 frames in that PCA: at 1 (plain PCA) a moving
   # shape decodes still within each latent frame and jumps between them (docs/design.md).
   c.vae_train.pca_motion_weight = 4.0
+  # Real footage (train/video_vae_stage.py, configs/video_vae.py): a `sora-jax prepare` output
+  # instead of the shapes; then the crops come from `buckets` (frames, height, width) in turn, and
+  # the loss adds SSIM and, after disc_start steps, a 3D patch discriminator.
+  c.vae_train.clips = ""
+  c.vae_train.buckets = ((9, 64, 64),)
+  c.vae_train.ssim_weight = 0.2
+  c.vae_train.disc_start = 1000
+  c.vae_train.disc_weight = 0.5
+  c.vae_train.disc_channels = 32
+  c.vae_train.disc_layers = 3
 
   c.model = ml_collections.ConfigDict()
   c.model.patch = (1, 2, 2)
@@ -199,6 +209,14 @@ def validate(c):
   check_video_size(
       c.vae_train.clip_frames, c.vae_train.clip_size, c.vae_train.clip_size, (1, 1, 1), what="vae_train clip"
   )
+  for bucket in c.vae_train.buckets if c.vae_train.clips else ():
+    if len(bucket) != 3 or min(bucket[1:]) < 16:
+      raise ConfigError(
+          f"vae_train.buckets entry {tuple(bucket)}: (frames, height, width), sides >= 16 (SSIM's window)"
+      )
+    check_video_size(
+        bucket[0], bucket[1], bucket[2], (1, 1, 1), what=f"vae_train.buckets entry {tuple(bucket)}"
+    )
   if not c.vae_train.pca_motion_weight > 0:
     raise ConfigError(
         f"vae_train.pca_motion_weight={c.vae_train.pca_motion_weight} must be > 0 (1: plain PCA)"

@@ -142,6 +142,8 @@ class Pipeline:
             f"{workdir}: no {name} checkpoint; run `sora-jax train --workdir={workdir}` first"
         )
       states[name] = saved["ema_params" if weights == "ema" else "params"]
+      if name == "vae" and "disc" in states[name]:  # trained on real footage beside its discriminator
+        states[name] = states[name]["vae"]
     if not dit:
       return cls(config, build_vae(config.vae), states["vae"], None, None, None)
     return cls(

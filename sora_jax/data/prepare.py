@@ -248,3 +248,24 @@ def clip_source(output, split="train"):
         "prepare with --validation_fraction=F to hold out a validation split"
     )
   return grain.MapDataset.source(sources[split]).map(plain)
+
+
+def videos_at(path, split="train"):
+  """(name, frames) of each video at PATH, one at a time: a `sora-jax prepare` output (the clips
+  of `split`, as arrays), a folder of video files or one file (frames decoded while iterated, so
+  a long video never sits in memory whole)."""
+  from sora_jax.data.tfds_builders import VIDEO_EXTENSIONS
+  from sora_jax.data.video_io import stream_video
+
+  path = Path(path)
+  if path.is_dir() and prepared_dirs(path):
+    clips = clip_source(path, split)
+    return ((f"{c['source']}@{c['start']}", c["video"]) for c in (clips[i] for i in range(len(clips))))
+  if path.is_dir():
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (*VIDEO_EXTENSIONS, ".gif"))
+    if not files:
+      raise ConfigError(f"{path}: no video files")
+    return ((str(p), stream_video(p).frames) for p in files)
+  if path.is_file():
+    return iter([(str(path), stream_video(path).frames)])
+  raise ConfigError(f"{path}: no such file or folder")

@@ -8,10 +8,13 @@ the network, and FVD is the Frechet distance between Gaussians fitted to the two
 Videos are read and embedded a batch at a time: memory does not grow with the set.
 """
 
+import itertools
+
 import numpy as np
 import scipy.linalg
 
 from sora_jax.config import ConfigError
+from sora_jax.data.prepare import videos_at
 
 SIZE = 224
 FRAMES = 16
@@ -83,35 +86,18 @@ def frechet_distance(a, b):
   return max(0.0, float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * root)))
 
 
-def video_files(path):
-  """uint8 videos from PATH: a folder of video files (.mp4, .gif, ...), a `sora-jax prepare`
-  output (its train split's clips), or one video file; read one at a time."""
-  from pathlib import Path
-
-  from sora_jax.data.video_io import read_video
-
-  path = Path(path)
-  if path.is_dir() and (path / "report.json").is_file():
-    from sora_jax.data.prepare import clip_source
-
-    clips = clip_source(path)
-    return (clips[i]["video"] for i in range(len(clips)))
-  if path.is_dir():
-    files = sorted(
-        p for p in path.rglob("*") if p.suffix.lower() in (".mp4", ".gif", ".webm", ".avi", ".mov", ".mkv")
-    )
-    if not files:
-      raise ConfigError(f"{path}: no video files")
-    return (read_video(p) for p in files)
-  if path.is_file():
-    return iter([read_video(path)])
-  raise ConfigError(f"{path}: no such file or folder")
+def first(frames, count):
+  """The first `count` frames of a video (an array, or frames decoded while iterated) as an array."""
+  return np.stack(list(itertools.islice(frames, count)))
 
 
 def fvd(real, generated, frames=FRAMES):
   """`sora-jax fvd`: {"fvd", "real", "generated" (video counts), "frames", "protocol"}."""
   i3d = I3D()
-  a, b = features(i3d, video_files(real), frames), features(i3d, video_files(generated), frames)
+  a, b = (
+      features(i3d, (first(video, frames) for _, video in videos_at(path)), frames)
+      for path in (real, generated)
+  )
   if len(a) < 2 or len(b) < 2:
     raise ConfigError(f"FVD needs at least 2 videos per set (real {len(a)}, generated {len(b)})")
   return {

@@ -368,15 +368,17 @@ def vae_loss(vae: CausalVAE, params, video, rng, *, kl_weight: float = 1e-6):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _stream_apply(vae, method, params, cache, x):
-  """One chunk with the causal cache; compiled once per (chunk shape, cache present)."""
+def stream_step(vae, method, params, cache, x):
+  """One chunk with the causal cache: (output, next cache); compiled once per (chunk shape, cache
+  present). Start with cache {}; `encode_chunked`, `decode_chunked` and eval-vae's streaming go
+  through it."""
   out, state = vae.apply({"params": params, **cache}, x, method=method, mutable=[_CACHE])
   return out, {_CACHE: state[_CACHE]}
 
 
 def _run_chunked(vae, params, x, method, chunk):
   """Apply `method` to x[:, :1], then to chunks of `chunk` time steps, carrying the cache."""
-  out, cache = _stream_apply(vae, method, params, {}, x[:, :1])
+  out, cache = stream_step(vae, method, params, {}, x[:, :1])
   outs = [out]
   for start in range(1, x.shape[1], chunk):
     piece = x[:, start : start + chunk]
@@ -385,7 +387,7 @@ def _run_chunked(vae, params, x, method, chunk):
       # Pad the last chunk at the end: causality keeps the kept outputs exact, and
       # a single chunk shape means a single compilation.
       piece = jnp.concatenate([piece, jnp.repeat(piece[:, -1:], chunk - n, axis=1)], axis=1)
-    out, cache = _stream_apply(vae, method, params, cache, piece)
+    out, cache = stream_step(vae, method, params, cache, piece)
     outs.append(jax.tree.map(lambda o: o[:, : o.shape[1] * n // chunk], out))
   return jax.tree.map(lambda *o: jnp.concatenate(o, axis=1), *outs)
 

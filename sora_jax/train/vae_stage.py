@@ -1,4 +1,5 @@
-"""Stage 1: train the causal video VAE on random clips of the synthetic videos."""
+"""Stage 1: train the causal video VAE on random clips of the synthetic videos (or, with
+vae_train.clips, on real footage: train/video_vae_stage.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,10 @@ def train_vae(config, workdir, mesh):
   Data parallel over the mesh's batch axes; the (small) VAE is replicated.
   """
   vt = config.vae_train
+  if vt.clips:  # real footage: its own losses and data
+    from sora_jax.train.video_vae_stage import train_video_vae
+
+    return train_video_vae(config, workdir, mesh)
   vae = build_vae(config.vae)
   example, _ = vae_batch(config, 0)
   params = jax.jit(vae.init)(jax.random.key(config.seed), jnp.asarray(example[:1]))["params"]
