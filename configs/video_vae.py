@@ -7,7 +7,7 @@ weight after a warm-up. Nothing pretrained. Prepare the clips first, holding som
     --workdir=runs/video_vae
   sora-jax eval-vae --workdir=runs/video_vae --input=data/footage --split=validation
 
-Variants: `configs/video_vae.py` (a CPU-sized run: about 20 minutes on 2 cores, docs/benchmarks.md)
+Variants: `configs/video_vae.py` (a CPU-sized run: about 15 minutes on 2 cores, docs/benchmarks.md)
 and `configs/video_vae.py:tiny` (tests). At scale, raise the widths, buckets and steps.
 """
 
@@ -20,14 +20,15 @@ def get_config(arg=None):
   # losses, not of size; at scale raise them.
   c.vae.kl_weight = 1e-6  # a light KL: reconstruction first, as video VAEs weight it
   vt = c.vae_train
-  vt.steps = 800
+  vt.steps = 400
   vt.batch_size = 4
+  vt.pca_batches = 8  # the linear path starts as a PCA of footage crops (as the shapes VAE's)
   vt.lr = 3e-4
   vt.warmup = 100
   # (frames, height, width) in turn: clips at two sizes and images, so the causal first frame,
   # chunk borders and scale all get trained.
   vt.buckets = ((9, 32, 32), (5, 48, 64), (1, 64, 64))
-  vt.disc_start = 500
+  vt.disc_start = 250
   vt.disc_weight = 0.5
   c.train.log_every = 50
   c.train.checkpoint_every = 250
@@ -35,7 +36,7 @@ def get_config(arg=None):
     c.vae.base_channels = 8
     c.vae.latent_channels = 4
     c.vae.channel_mult = (1, 1, 2, 2)
-    vt.steps, vt.batch_size, vt.disc_start, vt.warmup = 4, 8, 2, 1
+    vt.steps, vt.batch_size, vt.disc_start, vt.warmup, vt.pca_batches = 4, 8, 2, 1, 1
     c.train.rows = 8  # divisible by the 8 fake test devices
     vt.buckets = ((5, 16, 16), (1, 32, 32))
     vt.disc_channels, vt.disc_layers = 8, 2

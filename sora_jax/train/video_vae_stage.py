@@ -23,6 +23,7 @@ from sora_jax.data.transforms import to_model_range
 from sora_jax.evaluation.pixels import psnr, ssim
 from sora_jax.models.build import build_vae
 from sora_jax.models.discriminator import PatchDiscriminator3D
+from sora_jax.models.vae import pca_init
 from sora_jax.parallel.rules import logical_sharding
 from sora_jax.parallel.sharding import global_batch, replicated, sharded_train_step
 from sora_jax.train.loop import fit, host_rng
@@ -108,6 +109,9 @@ def train_video_vae(config, workdir, mesh):
       "vae": jax.jit(vae.init)(keys[0], example)["params"],
       "disc": jax.jit(disc.init)(keys[1], example)["params"],
   }
+  if vt.pca_batches:  # the linear path from a PCA of crops of the first bucket, as for the shapes
+    crops = [footage_batch(config, clips, len(vt.buckets) * i)["video"] for i in range(vt.pca_batches)]
+    params["vae"] = pca_init(vae, params["vae"], np.concatenate(crops), motion_weight=vt.pca_motion_weight)
   tx, schedule = make_optimizer(
       lr=vt.lr, warmup=vt.warmup, total_steps=vt.steps, grad_clip=config.train.grad_clip
   )
