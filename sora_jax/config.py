@@ -144,6 +144,9 @@ def default_config():
   c.train.grad_clip = 1.0
   c.train.ema_decay = 0.995
   c.train.log_every = 25
+  # Batches made ahead in a background thread while the step runs (train/loop.py); the logged
+  # `input_wait` is the share of time still spent waiting for data (0: the input keeps up).
+  c.train.prefetch = 2
   c.train.checkpoint_every = 500
   c.train.sample_every = 0  # fixed-seed progress videos every N DiT steps (0: off)
   c.train.keep_checkpoints = 2  # the last N checkpoints ...

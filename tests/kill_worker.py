@@ -1,5 +1,6 @@
 """A run for the SIGKILL test: fits w to the packed batches of the test stream, checkpointing
-every step, and prints each finished step; at the end writes WORKDIR/final.npy.
+every step (2 batches prefetched, as training does), and prints each finished step; at the end
+writes WORKDIR/final.npy.
 
 usage: python tests/kill_worker.py WORKDIR NUM_STEPS SECONDS_PER_STEP
 """
@@ -40,5 +41,5 @@ def report(step, state, writer):
 
 state = fit("kill", workdir=workdir, state=create_state({"w": jnp.zeros(3)}, tx), train_step=step_fn,
             data=PackedBatches(stream_of(), rows=2, row_length=128, max_per_row=8), num_steps=num_steps,
-            seed=0, log_every=1, checkpoint_every=1, hooks=[report])
+            seed=0, log_every=1, checkpoint_every=1, hooks=[report], prefetch=2)  # as training runs
 np.save(os.path.join(workdir, "final.npy"), np.asarray(state.params["w"]))

@@ -320,5 +320,6 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
       keep_period=tc.keep_period,
       keep_steps=tuple(tc.keep_steps),
       hooks=hooks,
+      prefetch=tc.prefetch,
   )
   return training.model, state.ema_params, data[2]

@@ -73,6 +73,7 @@ def fit(
     keep_period=None,
     keep_steps=(),
     hooks=(),
+    prefetch=0,
 ):
   """Run `train_step` from the last checkpoint of stage `name` up to `num_steps`.
 
@@ -85,11 +86,18 @@ def fit(
   Host metrics named in RATE_KEYS (this host's share) become global per-second rates, and model
   FLOPs become MFU against `peak_flops` per device (default: known device kinds).
   hooks: callables hook(step, state, writer) run after every step (writer is None off host 0).
+  prefetch: batches made ahead in a background thread (grain's ThreadPrefetchDatasetIterator,
+  whose state is the consumed position, so checkpoints and resume are unchanged) while the
+  device runs the step; the `input_wait` metric is the share of wall time spent waiting for data.
   """
   peak_flops = peak_flops or PEAK_FLOPS.get(jax.devices()[0].device_kind)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name), keep_checkpoints, keep_period, keep_steps)
   restored = ckpt.restore(state, data)
   state = state if restored is None else restored
+  if prefetch:
+    import grain
+
+    data = grain.experimental.ThreadPrefetchDatasetIterator(data, prefetch)
   start = int(state.step)
   if start >= num_steps:
     ckpt.close()
@@ -124,6 +132,8 @@ def fit(
           frozenset(keep_steps),
       )
   finally:  # also on TrainingDiverged / Preempted: waits for the last checkpoint to be complete
+    if prefetch:
+      data.close()  # stops the prefetch thread
     bar.close()
     if writer:
       writer.close()
@@ -153,8 +163,11 @@ def _run(
 ):
   last_time, last_step = time.perf_counter(), start
   sums = dict.fromkeys(RATE_KEYS, 0.0)
+  waited = 0.0  # seconds this host waited for its batches since the last log
   for step in range(start, num_steps):
+    asked = time.perf_counter()
     batch, host_metrics = next(data)
+    waited += time.perf_counter() - asked
     batch, host_metrics = put_batch(batch), dict(host_metrics)
     for k in RATE_KEYS:
       sums[k] += host_metrics.pop(k, 0.0) * jax.process_count()
@@ -172,6 +185,8 @@ def _run(
       now = time.perf_counter()
       elapsed = now - last_time
       metrics["steps_per_sec"] = (done - last_step) / elapsed
+      metrics["input_wait"] = waited / elapsed
+      waited = 0.0
       metrics.update({f"{k}_per_sec": v / elapsed for k, v in sums.items() if v})
       if peak_flops and sums["model_flops"]:
         metrics["mfu"] = sums["model_flops"] / elapsed / (peak_flops * jax.device_count())

@@ -142,5 +142,6 @@ def train_video_vae(config, workdir, mesh):
       log_every=config.train.log_every,
       checkpoint_every=config.train.checkpoint_every,
       max_nonfinite_in_row=config.train.max_nonfinite_in_row,
+      prefetch=config.train.prefetch,
   )
   return vae, state.ema_params["vae"]
