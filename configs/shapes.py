@@ -3,7 +3,9 @@
 Variants: `configs/shapes.py` (the README's main job), `configs/shapes.py:long` (the same with twice
 the DiT steps: about 25 minutes instead of 16, and the prompting modes' scores of
 docs/benchmarks.md, "Twice the DiT steps"), `configs/shapes.py:modes` (trained with every mask
-strategy, text-to-video the largest share), `configs/shapes.py:t5` (captions encoded by a frozen
+strategy, text-to-video the largest share), `configs/shapes.py:factorized` (spatial and temporal attention in alternate blocks, as the base of
+`sora-jax finetune` with configs/finetune/motion_lora.py, whose MotionLoRA trains the temporal
+ones), `configs/shapes.py:t5` (captions encoded by a frozen
 pretrained T5 v1.1 / UMT5 from a local folder: add `--config.model.text.path=DIR`; README, "Text
 encoder") and `configs/shapes.py:tiny` (tests).
 """
@@ -44,6 +46,8 @@ def get_config(arg=None):
   if arg == "t5":
     c.model.text.kind = "t5"
     c.model.text.max_len = 32  # subword pieces: a shapes caption is up to about 30
+  if arg == "factorized":
+    c.model.attention_patterns = ("spatial", "temporal")
   if arg in ("modes", "tiny"):
     c.data.cond.update(EVERY_MASK)
   if arg == "tiny":
@@ -78,6 +82,8 @@ def get_config(arg=None):
     c.sample.height = 16
     c.sample.width = 16
     c.sample.eval_modes = "extend_forward,sdedit"  # 2 latent frames: too few to connect or loop
-  elif arg not in (None, "modes", "long", "t5"):
-    raise ValueError(f"configs/shapes.py has no variant {arg!r}; use 'long', 'modes', 't5', 'tiny' or nothing")
+  elif arg not in (None, "modes", "long", "t5", "factorized"):
+    raise ValueError(
+        f"configs/shapes.py has no variant {arg!r}; use 'long', 'modes', 't5', 'factorized', 'tiny' or nothing"
+    )
   return c

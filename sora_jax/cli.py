@@ -85,6 +85,11 @@ COMMANDS = {
         "--real=VIDEOS --generated=VIDEOS [--frames=16] [--output=FVD.json]",
         "Frechet Video Distance (Kinetics-400 I3D) between two folders of videos or prepared datasets",
     ),
+    "finetune": (
+        "--base=RUN --config=configs/finetune/NAME.py --workdir=DIR [--config.KEY=VALUE ...]",
+        "train an adapter (LoRA, MotionLoRA) on a trained run kept frozen; DIR holds the adapter alone "
+        "and its samples with and without it (finetune_eval.json); sample with --adapter=DIR",
+    ),
     "eval-vae": (
         "--workdir=DIR --input=CLIPS|VIDEOS [--split=validation] [--output=DIR]",
         "a run's VAE on held-out real clips: PSNR, SSIM, PSNR by frame, original / reconstruction / error PNG",
@@ -96,6 +101,7 @@ CONFIGURED = (
     "bench",
     "family",
     "coord-check",
+    "finetune",
 )  # the commands that take --config and --config.KEY overrides
 SAMPLING = ("sample", "eval")
 MULTIHOST = ("train", "sample", "eval", "bench", "cache-latents")
@@ -109,7 +115,33 @@ FLAGS = (
         "workdir",
         None,
         "run directory: checkpoints, TensorBoard events, samples",
-        ("train", "sample", "eval", "validate", "sweep", "cache-latents", "grid", "export", "eval-vae"),
+        (
+            "train",
+            "sample",
+            "eval",
+            "validate",
+            "sweep",
+            "cache-latents",
+            "grid",
+            "export",
+            "eval-vae",
+            "finetune",
+        ),
+    ),
+    (
+        flags.DEFINE_string,
+        "base",
+        None,
+        "finetune: the trained run (its --workdir) the adapter is trained on; only read",
+        ("finetune",),
+    ),
+    (
+        flags.DEFINE_multi_string,
+        "adapter",
+        [],
+        "a `sora-jax finetune` folder whose adapter is folded into the DiT, DIR or DIR:WEIGHT "
+        "(repeat for several; export: merged into the exported weights); refused if trained on another base",
+        ("sample", "export"),
     ),
     (
         flags.DEFINE_string,
@@ -409,6 +441,14 @@ FLAGS = (
         ("eval-vae",),
     ),
     (flags.DEFINE_integer, "max_videos", None, "eval-vae: evaluate at most this many videos", ("eval-vae",)),
+    (
+        flags.DEFINE_integer,
+        "chunk_latents",
+        None,
+        "eval-vae: latent frames per streamed chunk (4 video frames each; default the run's "
+        "sample.chunk_latents): peak memory grows with it, not with the video's length",
+        ("eval-vae",),
+    ),
     (flags.DEFINE_integer, "bench_steps", 10, "timed steps after warm-up", ("bench",)),
     (
         flags.DEFINE_float,
@@ -529,6 +569,15 @@ def cmd_train(args):
   print(json.dumps(summary, indent=1))
 
 
+def cmd_finetune(args):
+  from sora_jax.train.finetune_stage import finetune
+
+  base, workdir = _require(args, "base"), _require(args, "workdir")
+  summary = finetune(base, _load_config(args), workdir)
+  print(json.dumps(summary, indent=1))
+  print(f"sample with: sora-jax sample --workdir={base} --adapter={workdir} --prompt=TEXT --output=OUT.mp4")
+
+
 # The sample modes' flags, at most one per call (each is off at its default: None or False), but
 # --image may open a --long_frames video.
 SAMPLE_MODES = ("image", "extend", "connect", "loop", "edit", "long_frames")
@@ -631,6 +680,7 @@ def _sample_plans(args, mode, videos, size):
 def cmd_sample(args, positional=()):
   import numpy as np
   from sora_jax import modes
+  from sora_jax.adapters import apply_adapters
   from sora_jax.data.video_io import write_video
   from sora_jax.generate import Pipeline
 
@@ -652,7 +702,7 @@ def cmd_sample(args, positional=()):
   if mode == "extend" and args.extend not in modes.EXTEND_DIRECTIONS:
     raise UsageError(f"--extend={args.extend!r}; choose from {modes.EXTEND_DIRECTIONS}")
   _check_output(output)
-  pipe = Pipeline.load(workdir)
+  pipe = apply_adapters(Pipeline.load(workdir), args.adapter)
   sample_args = _sample_args(args, pipe.config)
   run = {k: sample_args.pop(k) for k in ("steps", "guidance")} | {"seed": args.seed}
   frames = args.long_frames or sample_args["num_frames"]
@@ -754,6 +804,7 @@ def cmd_export(args):
       weights=args.weights,
       max_shard_bytes=args.max_shard_mb * 2**20,
       serving=args.serving,
+      adapters=args.adapter,
   )
   print(f"{output}: DiT step {index['step']}, {index['weights']} weights in {index['dtype']}")
 
@@ -907,7 +958,7 @@ def cmd_eval_vae(args):
       pipe.vae,
       pipe.vae_params,
       videos_at(source, split),
-      chunk_latents=pipe.config.sample.chunk_latents,
+      chunk_latents=args.chunk_latents or pipe.config.sample.chunk_latents,
       max_videos=args.max_videos,
   )
   report.update(workdir=workdir, input=source, split=split if prepared_dirs(source) else None)
@@ -964,7 +1015,8 @@ def _load_config(args):
   try:
     config = args.config
     config.keys()  # a file that failed to load raises only on first use
-    if config.model.text.path:  # the run's config.json names the folder wherever it is read from
+    text = config.get("model", {}).get("text", {})  # a fine-tune config may have no model keys
+    if text.get("path"):  # the run's config.json names the folder wherever it is read from
       config.model.text.path = os.path.abspath(config.model.text.path)
     return config
   except (OSError, ValueError, KeyError, AttributeError) as e:
@@ -994,7 +1046,8 @@ def main(argv):
     from sora_jax.parallel.distributed import initialize
 
     initialize(args.coordinator, args.num_processes, args.process_id)
-  if args["config"].present and rest[1] != "sweep":  # a sweep config is not an experiment config
+  # A sweep config is not an experiment config; a fine-tune config is checked laid over its base.
+  if args["config"].present and rest[1] not in ("sweep", "finetune"):
     from sora_jax.config import validate
 
     validate(_load_config(args))
@@ -1002,6 +1055,7 @@ def main(argv):
     return cmd_sample(args, rest[2:])
   {
       "train": cmd_train,
+      "finetune": cmd_finetune,
       "eval": cmd_eval,
       "aot": cmd_aot,
       "bench": cmd_bench,

@@ -2,6 +2,7 @@
 
 import ml_collections
 
+from sora_jax.data.synthetic import CAMERAS
 from sora_jax.diffusion import OBJECTIVES
 from sora_jax.nn.attention import IMPLEMENTATIONS
 from sora_jax.scaling.mup import PARAMETRIZATIONS
@@ -46,6 +47,7 @@ def default_config():
   c.data.clips = ""  # `sora-jax prepare` output, VAE-encoded as read (else shapes)
   c.data.num_examples = 3000  # videos generated, encoded once and cached as latents
   c.data.textured_fraction = 0.5  # share of textured (vs plain) backgrounds
+  c.data.camera = ""  # shapes: a camera motion over every video (synthetic.CAMERAS), or none
   # Share of examples trained on the captioner's caption where `prepare --captioner` wrote one
   # (DALL-E 3 trains on 95 % generated captions, the rest kept for the users' own style).
   c.data.generated_caption_share = 0.0
@@ -170,6 +172,16 @@ def default_config():
   c.aot = ml_collections.ConfigDict()
   c.aot.example_grid = (5, 3, 3)  # patch grid of the examples assumed by `aot` FLOPs
 
+  # `sora-jax finetune`: what trains on the frozen base (configs/finetune/). kind "" is a run of
+  # its own; lora adds rank-`rank` paths to the Dense layers whose names match `targets`
+  # (regexes, e.g. 'block_1/self_attn/query'), in blocks of `block_patterns` only if given.
+  c.adapter = ml_collections.ConfigDict()
+  c.adapter.kind = ""  # "" | lora
+  c.adapter.rank = 8
+  c.adapter.alpha = 8.0
+  c.adapter.targets = (r"self_attn/(query|key|value|out)$",)
+  c.adapter.block_patterns = ()  # e.g. ("temporal",): MotionLoRA
+
   c.sample = ml_collections.ConfigDict()
   c.sample.steps = 30
   c.sample.guidance = 4.0
@@ -178,6 +190,7 @@ def default_config():
   c.sample.width = 48
   c.sample.fps = 8
   c.sample.chunk_latents = 2
+  c.sample.adapter_eval_seeds = 3  # finetune: seeds of the held-out prompts, with and without the adapter
   c.sample.first_frame = "joint"  # joint (one pass) | image | video: where frame 0 comes from
   c.sample.eval_modes = "all"  # prompting modes the evaluation scores besides text-to-video
   return c
@@ -224,6 +237,11 @@ def validate(c):
     raise ConfigError(
         f"vae_train.pca_motion_weight={c.vae_train.pca_motion_weight} must be > 0 (1: plain PCA)"
     )
+  if c.data.camera and c.data.camera not in CAMERAS:
+    raise ConfigError(f"data.camera={c.data.camera!r}; choose from {tuple(CAMERAS)} or ''")
+  from sora_jax.adapters import check_adapter  # here: adapters imports this module
+
+  check_adapter(c)
   for key in ("caption_dropout", "opening_frame_motion", "textured_fraction", "generated_caption_share"):
     if not 0.0 <= c.data[key] <= 1.0:
       raise ConfigError(f"data.{key}={c.data[key]} is a share; it must be in [0, 1]")

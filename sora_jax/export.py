@@ -48,10 +48,19 @@ DTYPES = ("float32", "bfloat16")
 
 
 def export_run(
-    workdir, output, *, dtype="float32", weights="ema", max_shard_bytes=DEFAULT_SHARD_BYTES, serving=False
+    workdir,
+    output,
+    *,
+    dtype="float32",
+    weights="ema",
+    max_shard_bytes=DEFAULT_SHARD_BYTES,
+    serving=False,
+    adapters=(),
 ):
   """Write OUT from the workdir's latest checkpoints (and with `serving`, the jax.export
-  artefacts of serving.py); returns model_index.json's contents."""
+  artefacts of serving.py), with `adapters` (`--adapter` values: fine-tune folders, DIR[:WEIGHT])
+  merged into the DiT; returns model_index.json's contents."""
+  from sora_jax.adapters import apply_adapters
   from sora_jax.generate import Pipeline
   from sora_jax.train.checkpoint import Checkpointer
 
@@ -61,7 +70,7 @@ def export_run(
     raise ConfigError(f"--weights={weights}: choose ema (what sampling uses) or raw")
   if os.path.exists(output):
     raise ConfigError(f"--output={output} already exists: export writes a new folder")
-  pipe = Pipeline.load(workdir, weights=weights)
+  pipe = apply_adapters(Pipeline.load(workdir, weights=weights), adapters)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "dit"))
   step = ckpt.latest_step()
   ckpt.close()
@@ -91,6 +100,7 @@ def export_run(
       "dtype": dtype,
       "weights": weights,
       "step": step,
+      "adapters": [os.path.abspath(a) for a in adapters],  # merged into transformer/
       "config": config.to_dict(),
   }
   parent = os.path.dirname(os.path.abspath(output))

@@ -2,6 +2,7 @@
 same captions, and its VAE's reconstructions of prepared real clips against those clips.
 
   python docs/scripts/fvd_report.py --workdir=runs/base --clips=data/real_clips [--count=32]
+  python docs/scripts/fvd_report.py --workdir=runs/video_vae --clips=data/real_clips --vae_only
 """
 
 import argparse
@@ -11,10 +12,9 @@ import numpy as np
 
 from sora_jax.data.prepare import clip_source
 from sora_jax.data.synthetic import ShapesSource, caption
-from sora_jax.data.transforms import to_model_range, to_uint8
 from sora_jax.evaluation.fvd import I3D, features, frechet_distance
 from sora_jax.generate import Pipeline
-from sora_jax.models.vae import decode_chunked, encode_chunked
+from sora_jax.evaluation.vae_eval import reconstruct
 
 
 def main():
@@ -22,47 +22,61 @@ def main():
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--clips", required=True, help="a `sora-jax prepare` output of real clips")
   parser.add_argument("--count", type=int, default=32)
+  parser.add_argument("--split", default="train", help="the clips' split")
+  parser.add_argument(
+      "--vae_only", action="store_true", help="only the VAE's reconstructions (a run without a DiT)"
+  )
   args = parser.parse_args()
-  pipe = Pipeline.load(args.workdir)
-  s = pipe.config.sample
+  pipe = Pipeline.load(args.workdir, dit=not args.vae_only)
   i3d = I3D()
+  report = {}
+  if not args.vae_only:
+    report.update(samples_report(pipe, i3d, args.count))
+  # VAE reconstructions of real clips, streamed as eval-vae does (cropped to multiples of 8 pixels).
+  clips = clip_source(args.clips, args.split)
+  originals, recons = [], []
+  for i in range(len(clips)):
+    pieces = list(reconstruct(pipe.vae, pipe.vae_params, clips[i]["video"], pipe.config.sample.chunk_latents))
+    originals.append(np.concatenate([o for o, _ in pieces]))
+    recons.append(np.concatenate([r for _, r in pieces]))
+  report["vae_reconstructions"] = {
+      "fvd": frechet_distance(features(i3d, originals), features(i3d, recons)),
+      "videos": len(originals),
+      "split": args.split,
+  }
+  print(json.dumps(report, indent=1))
+
+
+def samples_report(pipe, i3d, count):
+  """FVD of the run's samples against true shapes videos of their captions, and the floor."""
+  s = pipe.config.sample
   report = {}
 
   # Samples against the true videos of their captions (held-out seed: videos training never drew).
   config = pipe.config.copy_and_resolve_references()
   config.data.sizes, config.data.frames, config.seed = ((s.height, s.width),), (s.num_frames,), 12345
-  source = ShapesSource.of_config(config, args.count)
-  true = [source[i]["video"] for i in range(args.count)]
-  captions = [caption(source[i]["spec"]) for i in range(args.count)]
+  source = ShapesSource.of_config(config, count)
+  true = [source[i]["video"] for i in range(count)]
+  captions = [caption(source[i]["spec"]) for i in range(count)]
   samples = pipe.generate(
-      captions, num_frames=s.num_frames, height=s.height, width=s.width, steps=s.steps, guidance=s.guidance, seed=0
+      captions,
+      num_frames=s.num_frames,
+      height=s.height,
+      width=s.width,
+      steps=s.steps,
+      guidance=s.guidance,
+      seed=0,
   )
   real = features(i3d, true)
-  report["shapes_samples"] = {"fvd": frechet_distance(real, features(i3d, samples)), "videos": args.count}
-  other = ShapesSource.of_config(config.copy_and_resolve_references(), 2 * args.count)
+  report["shapes_samples"] = {"fvd": frechet_distance(real, features(i3d, samples)), "videos": count}
+  other = ShapesSource.of_config(config.copy_and_resolve_references(), 2 * count)
   report["shapes_true_vs_true"] = {
-      "fvd": frechet_distance(real, features(i3d, [other[i]["video"] for i in range(args.count, 2 * args.count)])),
-      "videos": args.count,
+      "fvd": frechet_distance(real, features(i3d, [other[i]["video"] for i in range(count, 2 * count)])),
+      "videos": count,
       "note": "a second draw of true videos: the floor this sample count allows",
   }
 
-  # VAE reconstructions of real clips (each cropped to a multiple of 8 pixels).
-  clips = clip_source(args.clips)
-  originals, recons = [], []
-  for i in range(len(clips)):
-    video = clips[i]["video"]
-    h, w = (video.shape[1] // 8) * 8, (video.shape[2] // 8) * 8
-    video = video[:, :h, :w]
-    x = to_model_range(video)[None]
-    mean, _ = encode_chunked(pipe.vae, pipe.vae_params, x, chunk_latents=2)
-    recon = decode_chunked(pipe.vae, pipe.vae_params, mean, chunk_latents=2)
-    originals.append(video)
-    recons.append(to_uint8(np.asarray(recon[0])))
-  report["vae_reconstructions"] = {
-      "fvd": frechet_distance(features(i3d, originals), features(i3d, recons)),
-      "videos": len(originals),
-  }
-  print(json.dumps(report, indent=1))
+  return report
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Procedural "moving shapes" videos with captions, deterministic by seed (no files).
 
 A video is one coloured shape moving in a straight line at constant speed over a dark
-background. Colours are saturated and backgrounds dark and grey-ish, so the evaluator
+background, optionally filmed by a moving camera (`CAMERAS`: a zoom the captions never name, the
+motion a MotionLoRA learns). Colours are saturated and backgrounds dark and grey-ish, so the evaluator
 (`sora_jax.evaluation.shapes`) can read back colour, motion and shape from pixels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +49,9 @@ DIRECTION_PHRASES = {
 # which a 17-frame track plus a 0.2*min(H, W) radius still fits in a 32-pixel side.
 SPEEDS: dict[str, float] = {"slowly": 0.017, "quickly": 0.034}
 BACKGROUNDS = ("plain", "textured")
+# Camera motions: the whole frame scaled about its centre by this factor per frame (1.5x over 17
+# frames), shape and background alike.
+CAMERAS: dict[str, float] = {"zoom_in": 1.5 ** (1 / 16)}
 # Dark, low-saturation tints (every channel <= 90): never confusable with a shape colour.
 _TINTS = ((40, 40, 40), (62, 58, 52), (34, 42, 58), (48, 60, 48), (72, 72, 76), (58, 44, 50), (24, 26, 30))
 
@@ -85,6 +90,7 @@ class ShapeSpec:
   start: tuple[float, float]  # centre (y, x) in pixels at frame 0
   radius: float  # half-extent of the shape's bounding box, in pixels
   bg_seed: int  # picks the background tints and texture
+  camera: str = ""  # a CAMERAS motion, or none
 
 
 def caption(spec: ShapeSpec, rng: np.random.Generator | None = None, *, opening_motion: float = 0.0) -> str:
@@ -224,18 +230,33 @@ def render(spec: ShapeSpec) -> np.ndarray:
   bg = _background(spec)
   colour = np.asarray(COLOURS[spec.colour], np.float32)
   video = np.empty((spec.num_frames, spec.height, spec.width, 3), np.uint8)
+  centre = (np.asarray([spec.height, spec.width], np.float64) - 1) / 2
   for t, (cy, cx) in enumerate(track(spec)):
-    m = _mask(spec.shape, cy, cx, spec.radius, spec.height, spec.width)
-    video[t] = np.where(m[..., None], colour, bg).round().astype(np.uint8)
+    zoom = CAMERAS[spec.camera] ** t if spec.camera else 1.0
+    # The camera scales the world about the frame centre: the shape's centre and size, and the
+    # background (each pixel shows the world point it now covers, nearest neighbour).
+    cy, cx = centre + zoom * (np.asarray([cy, cx]) - centre)
+    m = _mask(spec.shape, cy, cx, zoom * spec.radius, spec.height, spec.width)
+    video[t] = np.where(m[..., None], colour, _zoomed(bg, zoom, centre)).round().astype(np.uint8)
   return video
+
+
+def _zoomed(bg: np.ndarray, zoom: float, centre: np.ndarray) -> np.ndarray:
+  if zoom == 1.0:
+    return bg
+  h, w = bg.shape[:2]
+  ys = np.clip(np.rint(centre[0] + (np.arange(h) - centre[0]) / zoom), 0, h - 1).astype(int)
+  xs = np.clip(np.rint(centre[1] + (np.arange(w) - centre[1]) / zoom), 0, w - 1).astype(int)
+  return bg[ys[:, None], xs[None, :]]
 
 
 class ShapesSource:
   """Random-access dataset of shape videos; example i depends only on (seed, i)."""
 
-  def __init__(self, seed: int, size: int | None = None, **sample_spec_kwargs):
+  def __init__(self, seed: int, size: int | None = None, camera: str = "", **sample_spec_kwargs):
     self.seed = seed
     self.size = size
+    self.camera = camera
     self.sample_spec_kwargs = sample_spec_kwargs
 
   @classmethod
@@ -248,6 +269,7 @@ class ShapesSource:
         frames=(max(config.data.frames),),
         sizes=tuple(map(tuple, config.data.sizes)),
         textured=config.data.textured_fraction,
+        camera=config.data.camera,
     )
 
   def __len__(self) -> int:
@@ -258,4 +280,6 @@ class ShapesSource:
       raise IndexError(i)
     rng = np.random.default_rng([self.seed, i])
     spec = sample_spec(rng, **self.sample_spec_kwargs)
+    if self.camera:  # the same shapes and captions, filmed by the moving camera
+      spec = dataclasses.replace(spec, camera=self.camera)
     return {"video": render(spec), "caption": caption(spec, rng), "spec": spec}

@@ -75,6 +75,21 @@ def analyse_video(video: np.ndarray, colour: str, direction: str, shape: str | N
   }
 
 
+# A zoom-in's last frames show the shape this many times larger (in area) than its first frames:
+# the geometric midpoint of no zoom (1) and the zoom of synthetic.CAMERAS["zoom_in"] (1.5^2 =
+# 2.25), as generated shapes' areas wander (the base's samples: 0.4 to 1.9 over the clip).
+_ZOOM_AREA_GROWTH = 1.5
+
+
+def camera_of(video: np.ndarray, colour: str) -> str | None:
+  """The camera motion the video shows: "zoom_in" when the `colour` shape's area over the last
+  quarter of the frames is _ZOOM_AREA_GROWTH times that over the first quarter, else None."""
+  area = (detect_colours(video) == _NAMES.index(colour)).sum(axis=(1, 2)).astype(np.float64)
+  quarter = max(len(area) // 4, 1)
+  first, last = area[:quarter].mean(), area[-quarter:].mean()
+  return "zoom_in" if first >= _MIN_PIXELS and last >= _ZOOM_AREA_GROWTH * first else None
+
+
 def centroids(mask: np.ndarray) -> np.ndarray:
   """Centroid (y, x) per frame of a bool mask [T, H, W], float [T, 2]; NaN in frames with
   fewer than _MIN_PIXELS pixels (no estimate there)."""

@@ -5,7 +5,8 @@ Each video is streamed through the causal VAE as `encode_chunked` / `decode_chun
 from decoding to metrics: memory holds one chunk of frames whatever the video's length or size.
 Per frame it measures PSNR and SSIM (evaluation/pixels.py); the report gives their means, PSNR by
 frame index (where the causal first frame and the chunk borders show), and a picture of original /
-reconstruction / error for the first video.
+reconstruction / error from the first video's first chunks (PICTURE_CHUNKS of them, so the picture
+too holds a bounded number of frames).
 """
 
 import itertools
@@ -20,6 +21,7 @@ from sora_jax.evaluation.pixels import psnr, ssim
 from sora_jax.models.vae import stream_step
 
 ERROR_GAIN = 4  # the error image is |original - reconstruction| x 4, so small errors show
+PICTURE_CHUNKS = 3  # frame 0 and two chunks: the causal first frame and a chunk border in view
 
 
 @jax.jit
@@ -79,14 +81,15 @@ def side_by_side(original, recon, frames=4):
 
 def evaluate_vae(vae, params, videos, *, chunk_latents=2, max_videos=None):
   """-> (report, picture) for (name, frames) videos: mean PSNR (dB) and SSIM over all frames,
-  their mean by frame index, per video means, and the first video's side_by_side picture."""
+  their mean by frame index, per video means, and a side_by_side picture of the first video's
+  first PICTURE_CHUNKS chunks."""
   by_index, per_video, picture = {}, [], None
   for name, frames in itertools.islice(videos, max_videos):
     scores, kept = [], []
     for original, recon in reconstruct(vae, params, frames, chunk_latents):
       p, s = _frame_metrics(jnp.asarray(to_model_range(original)), jnp.asarray(to_model_range(recon)))
       scores.extend(zip(np.asarray(p).tolist(), np.asarray(s).tolist()))
-      if picture is None:
+      if picture is None and len(kept) < PICTURE_CHUNKS:
         kept.append((original, recon))
     if not scores:
       continue

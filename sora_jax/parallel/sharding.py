@@ -1,4 +1,5 @@
 """Sharded train states, packed global batches and jitted functions on a mesh."""
+
 import flax.linen as nn
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -16,16 +17,20 @@ def replicated(mesh):
 
 def batch_sharding(batch, mesh):
   """{key: array or shape struct} -> {key: NamedSharding}: rows over data x fsdp, tokens over context."""
+
   def spec(key, x):
     rest = (None,) * (x.ndim - 2)
     return ("batch", "length") + rest if key in TOKEN_KEYS else ("batch",) + (None,) * (x.ndim - 1)
+
   return {k: logical_sharding(P(*spec(k, v)), mesh) for k, v in batch.items()}
 
 
 def global_batch(local_batch, shardings, global_rows):
   """This host's rows (numpy) -> global jax arrays laid out as `shardings`."""
-  return {k: jax.make_array_from_process_local_data(shardings[k], v, (global_rows,) + v.shape[1:])
-          for k, v in local_batch.items()}
+  return {
+      k: jax.make_array_from_process_local_data(shardings[k], v, (global_rows,) + v.shape[1:])
+      for k, v in local_batch.items()
+  }
 
 
 def abstract_sharded(init_fn, rng, mesh):
@@ -33,8 +38,9 @@ def abstract_sharded(init_fn, rng, mesh):
   (tree of ShapeDtypeStructs carrying their shardings, tree of shardings)."""
   abstract = jax.eval_shape(init_fn, rng)
   shardings = logical_sharding(nn.get_partition_spec(abstract), mesh)
-  shapes = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        nn.meta.unbox(abstract), shardings)
+  shapes = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.meta.unbox(abstract), shardings
+  )
   return shapes, shardings
 
 
@@ -66,8 +72,14 @@ class MeshFunction:
       return self.jitted.lower(*args)
 
 
-def sharded_train_step(train_step, mesh, state_sharding, batch_shardings):
-  """train_step(state, batch, rng) -> (state, metrics), jitted with the state donated."""
+def sharded_train_step(train_step, mesh, state_sharding, batch_shardings, frozen_shardings=()):
+  """train_step(state, batch, rng, *frozen) -> (state, metrics), jitted with the state donated;
+  frozen_shardings: one per frozen argument (a fine-tune's base weights)."""
   rep = replicated(mesh)
-  return MeshFunction(train_step, mesh, in_shardings=(state_sharding, batch_shardings, rep),
-                      out_shardings=(state_sharding, rep), donate_argnums=0)
+  return MeshFunction(
+      train_step,
+      mesh,
+      in_shardings=(state_sharding, batch_shardings, rep, *frozen_shardings),
+      out_shardings=(state_sharding, rep),
+      donate_argnums=0,
+  )

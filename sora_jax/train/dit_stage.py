@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sora_jax.adapters import join, new_params
 from sora_jax.config import VAE_TEMPORAL
 from sora_jax.files import atomic_path, write_json
 from sora_jax.data.budget import drop_rate, drop_tokens
@@ -179,9 +180,10 @@ class DiTTraining:
   """The pure pieces of DiT training, shared by `train`, `aot` and the sharding tests."""
 
   model: Any
+  init_params: Callable  # rng -> the model's params (no adapter), carrying logical axis names
   init_state: Callable  # rng -> TrainState whose params carry logical axis names
-  loss_fn: Callable  # (params, batch, rng) -> (loss, metrics)
-  train_step: Callable  # (state, batch, rng) -> (state, metrics)
+  loss_fn: Callable  # (params, batch, rng[, base params]) -> (loss, metrics)
+  train_step: Callable  # (state, batch, rng[, base params]) -> (state, metrics)
   batch_shapes: dict  # {key: ShapeDtypeStruct} of the global packed batch
 
   def denoise(self, params, batch, t, **apply_kwargs):
@@ -199,7 +201,9 @@ class DiTTraining:
     )
 
 
-def dit_training(config):
+def dit_training(config, adapter=None):
+  """The DiT's training, or with `adapter` (adapters.Adapter) a fine-tune: the state holds the
+  adapter's params only, and loss and step take the frozen base's params as a last argument."""
   model = build_dit(config)
   objective = make_objective(config.diffusion)
   tc = config.train
@@ -229,25 +233,43 @@ def dit_training(config):
   )
   batch_shapes = {k: jax.ShapeDtypeStruct((tc.rows,) + v.shape[1:], v.dtype) for k, v in batch_shapes.items()}
 
-  def init_state(rng):
+  def init_params(rng):
     # Zeros built inside the trace: nothing of batch size is baked into the program, and the
     # forward pass is dead code (only the params are returned).
     x = {k: jnp.zeros(v.shape, v.dtype) for k, v in batch_shapes.items()}
     t0 = jnp.zeros(x["grid"].shape[:2])
-    params = model.init(
+    return model.init(
         rng, x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t0, *text_inputs(x)
     )["params"]
-    return create_state(mup.rescale_init(params) if mup else params, tx)
 
-  def loss_fn(params, batch, rng):
+  def loss(params, batch, rng):
     apply = lambda *a: model.apply({"params": params}, *a)
-    return (
-        diffusion_loss(apply, objective, batch, rng, shift_base_tokens=config.diffusion.shift_base_tokens),
-        {},
-    )
+    return diffusion_loss(apply, objective, batch, rng, shift_base_tokens=config.diffusion.shift_base_tokens)
+
+  if adapter is None:
+    init_state = lambda rng: create_state(mup.rescale_init(init_params(rng)) if mup else init_params(rng), tx)
+    loss_fn = lambda params, batch, rng: (loss(params, batch, rng), {})
+  else:
+
+    def init_state(rng):
+      with adapter.context():
+        full = init_params(rng)  # the base's part is dead code: only the adapter's is kept
+      # A new function object: JAX caches traces by function, not by the adapter's context, so
+      # a trace of init_params itself could come back from a call made inside one.
+      base = jax.eval_shape(lambda r: init_params(r), rng)
+      return create_state(new_params(full, base), tx)
+
+    def loss_fn(params, batch, rng, base):
+      with adapter.context():
+        return loss(join(base, params), batch, rng), {}
 
   return DiTTraining(
-      model, init_state, loss_fn, make_train_step(loss_fn, tx, schedule, tc.ema_decay), batch_shapes
+      model,
+      init_params,
+      init_state,
+      loss_fn,
+      make_train_step(loss_fn, tx, schedule, tc.ema_decay),
+      batch_shapes,
   )
 
 

@@ -63,10 +63,12 @@ def make_optimizer(
 
 
 def make_train_step(loss_fn, tx, schedule, ema_decay):
-  """loss_fn(params, batch, rng) -> (loss, metrics)  =>  step(state, batch, rng) -> (state, metrics)."""
+  """loss_fn(params, batch, rng, *frozen) -> (loss, metrics)  =>  step(state, batch, rng, *frozen)
+  -> (state, metrics). `frozen`: arguments the loss reads but never trains (a fine-tune's base
+  weights), passed to every step rather than closed over, so they are not baked into the program."""
 
-  def train_step(state, batch, rng):
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+  def train_step(state, batch, rng, *frozen):
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng, *frozen)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     # A non-finite step leaves params, EMA and optimizer as they were; the data moves on.

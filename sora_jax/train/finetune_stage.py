@@ -1,0 +1,146 @@
+"""`sora-jax finetune`: an adapter trained on a frozen base, with the DiT stage's data, loss and
+train loop (checkpoints, exact resume, metrics), then its samples scored with and without it.
+
+The base's folder is only read: its config (the model, the latent standardisation, the VAE) is
+the fine-tune's, with the fine-tune config's keys laid over it; its EMA weights are the frozen
+argument of every step; the state, and so every checkpoint, holds the adapter's params alone.
+"""
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from sora_jax.adapters import CHECKPOINT_NAME, Adapter, join, weights_hash, write_identity
+from sora_jax.config import ConfigError, validate
+from sora_jax.data.video_io import write_video
+from sora_jax.evaluation.shapes import analyse_video, camera_of, eval_prompts
+from sora_jax.files import write_json
+from sora_jax.generate import CONFIG_FILE, Pipeline
+from sora_jax.nn.lora import count as lora_count
+from sora_jax.parallel.mesh import check_divisibility, make_mesh
+from sora_jax.parallel.sharding import abstract_sharded, batch_sharding, global_batch, init_sharded
+from sora_jax.parallel.sharding import sharded_train_step
+from sora_jax.models.build import with_text_embeds
+from sora_jax.train.dit_stage import dit_batches, dit_training, training_latents
+from sora_jax.train.loop import fit
+
+EVAL_FILE = "finetune_eval.json"
+
+
+def overlay(base_config, overrides):
+  """The base run's config with the fine-tune config's keys set over it (every key must exist)."""
+  config = base_config.copy_and_resolve_references()
+
+  def put(target, values, prefix):
+    for key, value in values.items():
+      if key not in target:
+        raise ConfigError(f"fine-tune config key {prefix}{key} is not a key of the run config")
+      if hasattr(value, "items"):
+        put(target[key], value, f"{prefix}{key}.")
+      else:
+        target[key] = value
+
+  put(config, overrides, "")
+  return config
+
+
+def finetune(base_dir, overrides, workdir):
+  """Train the adapter of `overrides` (a fine-tune config) on the run in `base_dir`; returns the
+  evaluation summary (with and without the adapter)."""
+  base = Pipeline.load(base_dir)
+  config = overlay(base.config, overrides)
+  validate(config)
+  adapter = Adapter.of(config)
+  if adapter is None:
+    raise ConfigError("adapter.kind is '': a fine-tune config names its adapter (configs/finetune/)")
+  mesh = make_mesh(config.mesh)
+  check_divisibility(config, mesh)
+  training = dit_training(config, adapter)
+  rng = jax.random.key(config.seed)
+  # A fresh lambda under the adapter's context: JAX's trace cache keys on the function, and
+  # init_params traced here must not answer the base's traces below.
+  adapter.check_targets(lambda: jax.eval_shape(lambda r: training.init_params(r), rng))
+  os.makedirs(workdir, exist_ok=True)
+  write_identity(workdir, config, base_dir, weights_hash(base.dit_params))
+  write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+
+  # The base's latent standardisation, whatever the new clips' statistics: the frozen model
+  # reads latents on its own scale.
+  data = training_latents(config, workdir, base.vae, base.vae_params)
+  data = (data[0], data[1], base.latent_stats, *data[3:])
+  state, state_sharding = init_sharded(training.init_state, rng, mesh)
+  _, base_sharding = abstract_sharded(training.init_params, rng, mesh)
+  frozen = jax.device_put(base.dit_params, base_sharding)
+  shardings = batch_sharding(training.batch_shapes, mesh)
+  step = sharded_train_step(training.train_step, mesh, state_sharding, shardings, (base_sharding,))
+  tc = config.train
+  state = fit(
+      CHECKPOINT_NAME,
+      workdir=workdir,
+      state=state,
+      train_step=lambda s, batch, key: step(s, batch, key, frozen),
+      data=dit_batches(config, data, jax.process_index(), jax.process_count()),
+      put_batch=lambda local: with_text_embeds(config, global_batch(local, shardings, tc.rows), shardings),
+      config=config.to_dict(),
+      num_steps=tc.steps,
+      seed=config.seed + 1,
+      log_every=tc.log_every,
+      checkpoint_every=tc.checkpoint_every,
+      max_nonfinite_in_row=tc.max_nonfinite_in_row,
+      peak_flops=tc.peak_flops,
+      keep_checkpoints=tc.keep_checkpoints,
+      hooks=(),
+      prefetch=tc.prefetch,
+  )
+  adapted = dataclasses.replace(
+      base, dit_params=adapter.merged(join(base.dit_params, jax.device_get(state.ema_params)))
+  )
+  summary = {
+      "adapter_params": lora_count(state.ema_params),
+      "base_params": sum(x.size for x in jax.tree.leaves(base.dit_params)),
+  }
+  summary["adapter_share"] = summary["adapter_params"] / summary["base_params"]
+  summary.update(evaluate_adapter(base, adapted, workdir, config))
+  write_json(os.path.join(workdir, EVAL_FILE), summary)
+  return summary
+
+
+def evaluate_adapter(base, adapted, workdir, config):
+  """The held-out shapes prompts (captions naming no camera) sampled over `sample.adapter_eval_seeds`
+  seeds with the base
+  alone and with the adapter: how often the evaluator sees the config's camera motion and the
+  caption's colour and direction. Videos go to workdir/samples/{base,adapter}/."""
+  s = config.sample
+  prompts = eval_prompts(num_frames=s.num_frames, height=s.height, width=s.width)
+  captions = [p["caption"] for p in prompts]
+  report = {}
+  for name, pipe in (("base", base), ("adapter", adapted)):
+    scores = []
+    for seed in range(s.adapter_eval_seeds):
+      videos = pipe.generate(
+          captions,
+          num_frames=s.num_frames,
+          height=s.height,
+          width=s.width,
+          steps=s.steps,
+          guidance=s.guidance,
+          seed=seed,
+      )
+      for i, (p, video) in enumerate(zip(prompts, videos)):
+        if seed == 0 and jax.process_index() == 0:
+          write_video(
+              os.path.join(workdir, "samples", name, f"{i:02d}_{p['colour']}_{p['shape']}.mp4"),
+              video,
+              fps=s.fps,
+          )
+        r = analyse_video(video, p["colour"], p["direction"], p["shape"])
+        scores.append((camera_of(video, p["colour"]), r["colour_ok"], r["direction_ok"]))
+    report[name] = {
+        "videos": len(scores),
+        "camera": {c: float(np.mean([x[0] == c for x in scores])) for c in ("zoom_in",)},
+        "colour_accuracy": float(np.mean([x[1] for x in scores])),
+        "direction_accuracy": float(np.mean([x[2] for x in scores])),
+    }
+  return report
