@@ -20,7 +20,7 @@ from sora_jax.cli import run
 from sora_jax.config import ConfigError
 from sora_jax.data.synthetic import render
 from sora_jax.evaluation.shapes import camera_of, eval_prompts, true_spec
-from sora_jax.nn.lora import LoraSpec, count, lora, merge
+from sora_jax.nn.lora import LORA_KEYS, LoraSpec, lora, merge
 from sora_jax.train.checkpoint import Checkpointer
 from tests.helpers import init_params, model_inputs, packed, random_example, tiny_dit
 
@@ -44,7 +44,9 @@ def test_lora_is_the_base_at_init_and_merges_exactly(scan):
   with lora(spec):
     full = model.init(jax.random.key(1), *model_inputs(batch, t))["params"]
   extra = nn.meta.unbox(new_params(full, base))
-  assert count(extra) == sum(x.size for x in jax.tree.leaves(extra)) > 0
+  assert {getattr(p[-1], "key", None) for p, _ in jax.tree_util.tree_leaves_with_path(extra)} == set(
+      LORA_KEYS
+  )
   assert not jax.tree.leaves(new_params(base, full))  # the adapter adds params, changes none
   y_base = model.apply({"params": base}, *model_inputs(batch, t))
   with lora(spec):
@@ -89,9 +91,8 @@ def test_finetune_step_moves_the_adapter_alone():
       lambda p: p + 0.05 * np.random.default_rng(1).normal(size=p.shape).astype(np.float32), base
   )
   state = nn.meta.unbox(jax.jit(training.init_state)(rng))
-  assert set(
-      jax.tree_util.keystr(p).split("'")[-2] for p, _ in jax.tree_util.tree_leaves_with_path(state.params)
-  ) == {"lora_a", "lora_b"}
+  leaves = jax.tree_util.tree_leaves_with_path(state.params)
+  assert {jax.tree_util.keystr(p).split("'")[-2] for p, _ in leaves} == {"lora_a", "lora_b"}
   before = jax.tree.map(np.array, base)
   b = {k: np.zeros(v.shape, v.dtype) for k, v in training.batch_shapes.items()}
   rs = np.random.default_rng(0)
@@ -115,9 +116,9 @@ def test_finetune_step_moves_the_adapter_alone():
 def test_zoom_camera_is_seen_by_the_evaluator():
   found = {"": [], "zoom_in": []}
   for i, p in enumerate(eval_prompts()):
-    for camera in found:
+    for camera, seen in found.items():
       video = render(dataclasses.replace(true_spec(p, i), camera=camera))
-      found[camera].append(camera_of(video, p["colour"]))
+      seen.append(camera_of(video, p["colour"]))
   assert found[""] == [None] * 16
   # All but the white triangle moving down, whose zoomed track leaves the frame at the bottom.
   assert [i for i, c in enumerate(found["zoom_in"]) if c != "zoom_in"] == [13]
@@ -177,7 +178,7 @@ def test_finetune_saves_the_adapter_alone_and_samples_with_it(finetuned, tmp_pat
   saved = ckpt.restore_saved()
   ckpt.close()
   names = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(saved["params"])}
-  assert names and all(n.endswith("['lora_a']") or n.endswith("['lora_b']") for n in names)
+  assert names and all(n.endswith(("['lora_a']", "['lora_b']")) for n in names)
   assert all("block_1" in n for n in names)  # the temporal blocks only (block 1 of spatial, temporal)
   report = json.loads((ft / "finetune_eval.json").read_text())
   assert 0 < report["adapter_share"] < 0.05 and report["adapter"]["videos"] == 16
@@ -254,3 +255,17 @@ def test_adapter_bad_input_is_one_line(finetuned, tmp_path, capsys):
       capsys,
   )
   assert "a fine-tune config names its adapter" in err
+
+
+def test_a_finetune_folder_keeps_its_base(tmp_path):
+  from sora_jax.adapters import write_identity
+
+  config = get_config("tiny")
+  config.adapter.update(kind="lora")
+  write_identity(tmp_path, config, "runs/a", "1" * 64)
+  write_identity(tmp_path, config, "runs/a", "1" * 64)  # the same base: a resume
+  with pytest.raises(ConfigError, match="holds a fine-tune of another base or adapter"):
+    write_identity(tmp_path, config, "runs/b", "2" * 64)
+  config.adapter.rank = 4
+  with pytest.raises(ConfigError, match="holds a fine-tune of another base or adapter"):
+    write_identity(tmp_path, config, "runs/a", "1" * 64)

@@ -23,6 +23,6 @@ def get_config():
       block_patterns=("temporal",),
   )
   c.data = dict(camera="zoom_in", num_examples=600)
-  c.train = dict(steps=600, lr=2e-3, warmup=50, checkpoint_every=200)
+  c.train = dict(steps=2000, lr=2e-3, warmup=50, checkpoint_every=500)
   c.sample = dict(adapter_eval_seeds=3)  # held-out prompts x seeds, sampled with and without it
   return ml_collections.ConfigDict(c)

@@ -21,7 +21,6 @@ import dataclasses
 import re
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 LORA_KEYS = ("lora_a", "lora_b")
@@ -113,9 +112,3 @@ def merge(params, scale):
     rest["kernel"] = (params["kernel"] + scale * delta).astype(params["kernel"].dtype)
     return rest
   return {k: merge(v, scale) for k, v in params.items()}
-
-
-def count(params):
-  """Number of LoRA parameters in a tree."""
-  leaves = jax.tree_util.tree_leaves_with_path(params)
-  return sum(x.size for path, x in leaves if getattr(path[-1], "key", None) in LORA_KEYS)

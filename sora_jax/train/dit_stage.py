@@ -3,7 +3,8 @@
 import dataclasses
 import os
 import pickle
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,6 @@ import numpy as np
 
 from sora_jax.adapters import join, new_params
 from sora_jax.config import VAE_TEMPORAL
-from sora_jax.files import atomic_path, write_json
 from sora_jax.data.budget import drop_rate, drop_tokens
 from sora_jax.data.conditions import apply_conditions, draw_conditions, draw_strategy
 from sora_jax.data.latent_cache import cached_latents, encoded_clips
@@ -21,10 +21,17 @@ from sora_jax.data.stream import PackedBatches, epoch_order
 from sora_jax.data.synthetic import ShapesSource, caption
 from sora_jax.diffusion import make_objective
 from sora_jax.diffusion.loss import diffusion_loss
-from sora_jax.models.build import build_dit, caption_ids, patch_dim, text_dim, text_inputs, with_text_embeds, frozen_encoder
+from sora_jax.files import atomic_path, write_json
+from sora_jax.models.build import (
+    build_dit,
+    caption_ids,
+    frozen_encoder,
+    patch_dim,
+    text_dim,
+    text_inputs,
+    with_text_embeds,
+)
 from sora_jax.models.patch import grid_positions, patch_grid, patchify
-from sora_jax.train.flops import dit_train_flops
-from sora_jax.train.loop import fit, host_rng
 from sora_jax.parallel.sharding import (
     MeshFunction,
     batch_sharding,
@@ -33,8 +40,10 @@ from sora_jax.parallel.sharding import (
     sharded_train_step,
 )
 from sora_jax.scaling.mup import Mup, adam_eps
-from sora_jax.train.validation import validation_loss, validation_set
+from sora_jax.train.flops import dit_train_flops
+from sora_jax.train.loop import fit, host_rng
 from sora_jax.train.state import create_state, make_optimizer, make_train_step
+from sora_jax.train.validation import validation_loss, validation_set
 
 CACHE_FILE = "latent_cache.pkl"
 
@@ -322,8 +331,16 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
   hooks = [sample_hook] if on_sample is not None and tc.sample_every else []
   if config.validation.every:
     hooks.append(validation_hook(config, workdir, vae, vae_params, training, mesh, shardings, data[2]))
-  state = fit(
-      "dit",
+  state = fit_dit("dit", config, workdir, state, step_fn, data, shardings, hooks)
+  return training.model, state.ema_params, data[2]
+
+
+def fit_dit(name, config, workdir, state, step_fn, data, shardings, hooks=()):
+  """`fit` stage `name` on the DiT's packed batches of `data`, as config.train says (the DiT
+  stage, and a fine-tune's adapter)."""
+  tc = config.train
+  return fit(
+      name,
       workdir=workdir,
       state=state,
       train_step=step_fn,
@@ -344,4 +361,3 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
       hooks=hooks,
       prefetch=tc.prefetch,
   )
-  return training.model, state.ema_params, data[2]

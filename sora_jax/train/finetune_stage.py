@@ -18,13 +18,15 @@ from sora_jax.data.video_io import write_video
 from sora_jax.evaluation.shapes import analyse_video, camera_of, eval_prompts
 from sora_jax.files import write_json
 from sora_jax.generate import CONFIG_FILE, Pipeline
-from sora_jax.nn.lora import count as lora_count
+from sora_jax.models.build import frozen_encoder
 from sora_jax.parallel.mesh import check_divisibility, make_mesh
-from sora_jax.parallel.sharding import abstract_sharded, batch_sharding, global_batch, init_sharded
-from sora_jax.parallel.sharding import sharded_train_step
-from sora_jax.models.build import with_text_embeds
-from sora_jax.train.dit_stage import dit_batches, dit_training, training_latents
-from sora_jax.train.loop import fit
+from sora_jax.parallel.sharding import (
+    abstract_sharded,
+    batch_sharding,
+    init_sharded,
+    sharded_train_step,
+)
+from sora_jax.train.dit_stage import dit_training, fit_dit, training_latents
 
 EVAL_FILE = "finetune_eval.json"
 
@@ -57,6 +59,8 @@ def finetune(base_dir, overrides, workdir):
     raise ConfigError("adapter.kind is '': a fine-tune config names its adapter (configs/finetune/)")
   mesh = make_mesh(config.mesh)
   check_divisibility(config, mesh)
+  if frozen_encoder(config) is not None:  # a T5 base: its encoder laid out on this mesh
+    frozen_encoder(config).on_mesh(mesh)
   training = dit_training(config, adapter)
   rng = jax.random.key(config.seed)
   # A fresh lambda under the adapter's context: JAX's trace cache keys on the function, and
@@ -75,30 +79,13 @@ def finetune(base_dir, overrides, workdir):
   frozen = jax.device_put(base.dit_params, base_sharding)
   shardings = batch_sharding(training.batch_shapes, mesh)
   step = sharded_train_step(training.train_step, mesh, state_sharding, shardings, (base_sharding,))
-  tc = config.train
-  state = fit(
-      CHECKPOINT_NAME,
-      workdir=workdir,
-      state=state,
-      train_step=lambda s, batch, key: step(s, batch, key, frozen),
-      data=dit_batches(config, data, jax.process_index(), jax.process_count()),
-      put_batch=lambda local: with_text_embeds(config, global_batch(local, shardings, tc.rows), shardings),
-      config=config.to_dict(),
-      num_steps=tc.steps,
-      seed=config.seed + 1,
-      log_every=tc.log_every,
-      checkpoint_every=tc.checkpoint_every,
-      max_nonfinite_in_row=tc.max_nonfinite_in_row,
-      peak_flops=tc.peak_flops,
-      keep_checkpoints=tc.keep_checkpoints,
-      hooks=(),
-      prefetch=tc.prefetch,
-  )
+  train_step = lambda s, batch, key: step(s, batch, key, frozen)
+  state = fit_dit(CHECKPOINT_NAME, config, workdir, state, train_step, data, shardings)
   adapted = dataclasses.replace(
       base, dit_params=adapter.merged(join(base.dit_params, jax.device_get(state.ema_params)))
   )
   summary = {
-      "adapter_params": lora_count(state.ema_params),
+      "adapter_params": sum(x.size for x in jax.tree.leaves(state.ema_params)),  # the state is the adapter
       "base_params": sum(x.size for x in jax.tree.leaves(base.dit_params)),
   }
   summary["adapter_share"] = summary["adapter_params"] / summary["base_params"]
@@ -109,9 +96,8 @@ def finetune(base_dir, overrides, workdir):
 
 def evaluate_adapter(base, adapted, workdir, config):
   """The held-out shapes prompts (captions naming no camera) sampled over `sample.adapter_eval_seeds`
-  seeds with the base
-  alone and with the adapter: how often the evaluator sees the config's camera motion and the
-  caption's colour and direction. Videos go to workdir/samples/{base,adapter}/."""
+  seeds with the base alone and with the adapter: how often the evaluator sees a camera motion,
+  and the caption's colour and direction. Seed 0's videos go to workdir/samples/{base,adapter}/."""
   s = config.sample
   prompts = eval_prompts(num_frames=s.num_frames, height=s.height, width=s.width)
   captions = [p["caption"] for p in prompts]

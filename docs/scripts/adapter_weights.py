@@ -1,0 +1,38 @@
+"""A fine-tune's evaluation (finetune_eval.json's) at several adapter weights: how the share of
+samples showing the learned camera motion, and colour and direction, move with --adapter=DIR:W.
+
+  python docs/scripts/adapter_weights.py --base=runs/factorized --adapter=runs/zoom --weights=1,1.5,2
+"""
+
+import argparse
+import json
+import tempfile
+
+from sora_jax.adapters import apply_adapters
+from sora_jax.generate import Pipeline
+from sora_jax.train.finetune_stage import evaluate_adapter
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--base", required=True)
+  parser.add_argument("--adapter", required=True)
+  parser.add_argument("--weights", default="1,1.5,2")
+  parser.add_argument("--seeds", type=int, default=3)
+  args = parser.parse_args()
+  base = Pipeline.load(args.base)
+  config = base.config.copy_and_resolve_references()
+  config.sample.adapter_eval_seeds = args.seeds
+  report = {}
+  for weight in [float(w) for w in args.weights.split(",")]:
+    adapted = apply_adapters(base, [f"{args.adapter}:{weight}"])
+    with tempfile.TemporaryDirectory() as scratch:  # the sample videos are not kept
+      scores = evaluate_adapter(base, adapted, scratch, config)
+    report[weight] = scores["adapter"]
+    report["base"] = scores["base"]
+    print(weight, json.dumps(scores["adapter"]), flush=True)
+  print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+  main()
