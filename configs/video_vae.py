@@ -1,8 +1,10 @@
 """The causal video VAE trained on real footage (train/video_vae_stage.py): prepared clips at
 mixed resolutions and lengths, L1 + SSIM + KL, then a 3D patch discriminator with an adaptive
-weight after a warm-up. Nothing pretrained. Prepare the clips first, holding some videos out:
+weight after a warm-up. Nothing pretrained. Prepare the clips first, holding some videos out (a VAE
+reads no captions: --caption names the videos that have none):
 
-  sora-jax prepare --input=VIDEOS --output=data/footage --max_size=256 --validation_fraction=0.2
+  sora-jax prepare --input=VIDEOS --output=data/footage --max_size=256 --validation_fraction=0.2 \
+    --caption="real footage"
   sora-jax train --vae_only --config=configs/video_vae.py --config.vae_train.clips=data/footage \
     --workdir=runs/video_vae
   sora-jax eval-vae --workdir=runs/video_vae --input=data/footage --split=validation

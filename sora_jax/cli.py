@@ -411,6 +411,14 @@ FLAGS = (
     ),
     (
         flags.DEFINE_string,
+        "caption",
+        None,
+        "the caption of every video that has none of its own (e.g. footage for a VAE, which reads no "
+        "captions); without it such videos are skipped and listed",
+        ("prepare",),
+    ),
+    (
+        flags.DEFINE_string,
         "captioner",
         None,
         "write a second caption for every clip from its frames: 'shapes', a local image-to-text model "
@@ -863,6 +871,7 @@ def cmd_prepare(args):
       clip_stride=args.clip_stride,
       validation_fraction=args.validation_fraction,
       captioner=args.captioner,
+      default_caption=args.caption,
       max_size=args.max_size,
       min_size=args.min_size,
       min_seconds=args.min_seconds,

@@ -212,6 +212,22 @@ def test_captions_in_other_encodings_blank_ones_and_a_size_cap(tmp_path):
   assert stored <= 1.5 * CLIP.stat().st_size, (stored, CLIP.stat().st_size)
 
 
+def test_a_default_caption_for_videos_without_one(tmp_path, capsys):
+  """--caption: footage for a VAE needs no captions; a video's own caption still wins."""
+  src = tmp_path / "footage"
+  src.mkdir()
+  shutil.copy(CLIP, src / "a.mp4")
+  shutil.copy(CLIP, src / "b.mp4")
+  (src / "b.txt").write_text("its own caption")
+  report = prepare(src, tmp_path / "out", clip_frames=17, default_caption="real footage")
+  assert report["skipped_count"] == 0
+  assert sorted({c["caption"] for c in clip_source(tmp_path / "out")}) == ["its own caption", "real footage"]
+  capsys.readouterr()
+  with pytest.raises(SystemExit):
+    run(["sora-jax", "prepare", f"--input={src}", f"--output={tmp_path / 'x'}", "--caption= "])
+  assert capsys.readouterr().err.strip() == "sora-jax: error: --caption is empty: give the text videos without a caption of their own get"
+
+
 def test_relative_list_entries_climbing_out_of_its_folder_are_skipped(tmp_path):
   folder = tmp_path / "list"
   folder.mkdir()

@@ -33,9 +33,12 @@ from sora_jax.files import write_json
 SHAPES_INPUT = "shapes:"
 
 
-def make_builder(source, output, config, validation_fraction=0.0, captioner=None, beam=None):
-  """The TFDS builder for --input: `shapes:N`, or a folder / .csv / .jsonl of captioned videos;
-  with `beam` (PipelineOptions), its Beam form (data/beam_prepare.py)."""
+def make_builder(
+    source, output, config, validation_fraction=0.0, captioner=None, beam=None, default_caption=None
+):
+  """The TFDS builder for --input: `shapes:N`, or a folder / .csv / .jsonl of captioned videos
+  (`default_caption` for those without one); with `beam` (PipelineOptions), its Beam form
+  (data/beam_prepare.py)."""
   source = str(source)
   kwargs = dict(
       data_dir=output,
@@ -58,7 +61,7 @@ def make_builder(source, output, config, validation_fraction=0.0, captioner=None
     return shapes_builder(shapes=ShapesSource.of_config(default_config(), int(count)), **kwargs)
   if not Path(source).exists():
     raise ConfigError(f"--input={source}: no such file or folder")
-  return videos_builder(inputs=source, **kwargs)
+  return videos_builder(inputs=source, default_caption=default_caption, **kwargs)
 
 
 def prepared_dirs(output):
@@ -91,6 +94,7 @@ def prepare(
     clip_stride=17,
     validation_fraction=0.0,
     captioner=None,
+    default_caption=None,
     max_size=0,
     min_size=0,
     min_seconds=0.0,
@@ -100,6 +104,7 @@ def prepare(
 ):
   """Build the clips dataset under OUTPUT and write OUTPUT/report.json; returns the report.
   captioner: a name for data/captioners.load_captioner (each clip gets a generated caption).
+  default_caption: the caption of videos without one (else they are skipped and listed).
   beam_runner: build it as an Apache Beam pipeline on that runner (DirectRunner, DataflowRunner,
   FlinkRunner, SparkRunner, ...), `beam_options` its pipeline flags."""
   if clip_frames < 1 or (clip_frames - 1) % VAE_TEMPORAL:
@@ -130,7 +135,9 @@ def prepare(
 
     beam = pipeline_options(beam_runner, beam_options)
   rules = ClipConfig.of(fps, clip_frames, clip_stride, max_size, min_size, min_seconds, scene_cut)
-  builder = make_builder(source, output, rules, validation_fraction, captioner, beam)
+  if default_caption is not None and not default_caption.strip():
+    raise ConfigError("--caption is empty: give the text videos without a caption of their own get")
+  builder = make_builder(source, output, rules, validation_fraction, captioner, beam, default_caption)
   _build(builder, source, output, beam)
   splits = written(builder, output)
   report = {

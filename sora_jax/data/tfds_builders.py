@@ -303,15 +303,15 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     yield from video_clips(index, source, load, self.builder_config, captioner, log)
 
 
-def load_captioned(path, caption):
-  """A listed video file and its caption (text, or its .txt file); raises VideoReadError saying
-  why it is unusable."""
+def load_captioned(path, caption, default_caption=None):
+  """A listed video file and its caption (text, or its .txt file; `default_caption` where it has
+  none); raises VideoReadError saying why it is unusable."""
   if path is None:
     raise VideoReadError("(no path): the list entry names no file")
   note = None
   if isinstance(caption, Path):
     caption, note = read_text(caption)
-  caption = (caption or "").strip()
+  caption = (caption or "").strip() or (default_caption or "").strip()
   if not caption:
     raise VideoReadError(f"{path}: no caption")
   if path.is_file() and path.stat().st_size == 0:
@@ -326,11 +326,11 @@ class VideoCaptions(ClipBuilder):
   absolute). A relative path that climbs out of the list's folder (through ..) is skipped: a list
   of relative paths describes its own folder, and one that escapes it is broken or hostile."""
 
-  def __init__(self, *, inputs, **kwargs):
+  def __init__(self, *, inputs, default_caption=None, **kwargs):
     root = Path(inputs).resolve() if Path(inputs).is_dir() else Path(inputs).resolve().parent
     videos = []
     for path, caption in list_inputs(inputs):
-      load = functools.partial(load_captioned, path, caption)
+      load = functools.partial(load_captioned, path, caption, default_caption)
       if path is not None and ".." in Path(path).parts and not Path(path).resolve().is_relative_to(root):
         load = functools.partial(_refuse, f"{path}: outside the list's folder {root}")
       videos.append((str(path), load))
