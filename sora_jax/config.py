@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from sora_jax.data.synthetic import CAMERAS
+from sora_jax.data.synthetic import CAMERAS, COLOURS, NEW_COLOURS
 from sora_jax.diffusion import OBJECTIVES
 from sora_jax.nn.attention import IMPLEMENTATIONS
 from sora_jax.scaling.mup import PARAMETRIZATIONS
@@ -48,6 +48,7 @@ def default_config():
   c.data.num_examples = 3000  # videos generated, encoded once and cached as latents
   c.data.textured_fraction = 0.5  # share of textured (vs plain) backgrounds
   c.data.camera = ""  # shapes: a camera motion over every video (synthetic.CAMERAS), or none
+  c.data.colours = ()  # shapes: draw only these (synthetic COLOURS / NEW_COLOURS); empty: every COLOURS one
   # Share of examples trained on the captioner's caption where `prepare --captioner` wrote one
   # (DALL-E 3 trains on 95 % generated captions, the rest kept for the users' own style).
   c.data.generated_caption_share = 0.0
@@ -237,6 +238,9 @@ def validate(c):
     raise ConfigError(
         f"vae_train.pca_motion_weight={c.vae_train.pca_motion_weight} must be > 0 (1: plain PCA)"
     )
+  unknown = [x for x in c.data.colours if x not in COLOURS and x not in NEW_COLOURS]
+  if unknown:
+    raise ConfigError(f"data.colours has {unknown[0]!r}; choose from {tuple(COLOURS) + tuple(NEW_COLOURS)}")
   if c.data.camera and c.data.camera not in CAMERAS:
     raise ConfigError(f"data.camera={c.data.camera!r}; choose from {tuple(CAMERAS)} or ''")
   from sora_jax.adapters import check_adapter  # here: adapters imports this module

@@ -269,3 +269,25 @@ def test_a_finetune_folder_keeps_its_base(tmp_path):
   config.adapter.rank = 4
   with pytest.raises(ConfigError, match="holds a fine-tune of another base or adapter"):
     write_identity(tmp_path, config, "runs/a", "1" * 64)
+
+
+def test_a_new_colour_is_drawn_alone_and_read_back_in_its_palette():
+  from sora_jax.data.synthetic import HELD_OUT, ShapesSource
+  from sora_jax.evaluation.shapes import analyse_video, palette
+
+  config = get_config("tiny")
+  config.data.colours = ("violet",)
+  source = ShapesSource.of_config(config, 40)
+  specs = [source[i]["spec"] for i in range(40)]
+  assert {s.colour for s in specs} == {"violet"}
+  assert not {(s.shape, s.direction) for s in specs} & {(s, d) for _, s, d in HELD_OUT}
+  assert all(source[i]["caption"].startswith("a violet ") for i in range(3))
+  p = eval_prompts()[0]
+  video = render(dataclasses.replace(true_spec(p, 0), colour="violet"))
+  assert analyse_video(video, "violet", p["direction"], names=palette(["violet"]))["colour_ok"]
+  assert analyse_video(video, p["colour"], p["direction"])["dominant_colour"] != "violet"  # the base palette
+  config.data.colours = ("mauve",)
+  with pytest.raises(ConfigError, match="data.colours has 'mauve'"):
+    from sora_jax.config import validate
+
+    validate(config)

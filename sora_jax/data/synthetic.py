@@ -23,6 +23,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
     "orange": (255, 140, 0),
 }
+# Colours no base run draws (sample_spec takes COLOURS unless told): words a LoRA can teach
+# (configs/finetune/new_colour.py). Violet's chromaticity is 0.4 or more from every colour above.
+NEW_COLOURS: dict[str, tuple[int, int, int]] = {"violet": (150, 50, 255)}
 SHAPES = ("circle", "square", "triangle")
 _S = float(np.sqrt(0.5))
 DIRECTIONS: dict[str, tuple[float, float]] = {  # unit (dy, dx), y pointing down
@@ -126,12 +129,13 @@ def sample_spec(
     sizes=((32, 32), (32, 48), (48, 32), (48, 48), (32, 64), (64, 32), (48, 64), (64, 48), (64, 64)),
     exclude=HELD_OUT,
     textured=0.5,
+    colours=None,
 ) -> ShapeSpec:
   """A random spec whose (colour, shape, direction) is not in `exclude`; a `textured` fraction
-  of backgrounds is textured, the rest plain."""
+  of backgrounds is textured, the rest plain; colours drawn from `colours` (default COLOURS)."""
   excluded = set(exclude)
   while True:
-    combo = (rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(DIRECTIONS)))
+    combo = (rng.choice(list(colours or COLOURS)), rng.choice(SHAPES), rng.choice(list(DIRECTIONS)))
     if combo not in excluded:
       break
   colour, shape, direction = (str(c) for c in combo)
@@ -228,7 +232,7 @@ def _mask(shape: str, cy: float, cx: float, r: float, h: int, w: int) -> np.ndar
 def render(spec: ShapeSpec) -> np.ndarray:
   """uint8 [T, H, W, 3] video of the spec."""
   bg = _background(spec)
-  colour = np.asarray(COLOURS[spec.colour], np.float32)
+  colour = np.asarray((COLOURS | NEW_COLOURS)[spec.colour], np.float32)
   video = np.empty((spec.num_frames, spec.height, spec.width, 3), np.uint8)
   centre = (np.asarray([spec.height, spec.width], np.float64) - 1) / 2
   for t, (cy, cx) in enumerate(track(spec)):
@@ -263,6 +267,9 @@ class ShapesSource:
   def of_config(cls, config, size: int | None = None) -> "ShapesSource":
     """The shapes job's training videos: its seed, sizes and backgrounds, at the longest
     duration (shorter examples are prefixes)."""
+    colours = tuple(config.data.colours) or None
+    # Held-out (shape, direction) pairs stay held out in any colour drawn.
+    held_out = HELD_OUT + tuple((c, s, d) for c in colours or () for _, s, d in HELD_OUT)
     return cls(
         config.seed,
         size,
@@ -270,6 +277,8 @@ class ShapesSource:
         sizes=tuple(map(tuple, config.data.sizes)),
         textured=config.data.textured_fraction,
         camera=config.data.camera,
+        colours=colours,
+        exclude=held_out,
     )
 
   def __len__(self) -> int:

@@ -9,13 +9,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from sora_jax.data.synthetic import COLOURS, DIRECTION_PHRASES, DIRECTIONS, HELD_OUT, SHAPES, make_spec, render
+from sora_jax.data.synthetic import (
+    COLOURS,
+    DIRECTION_PHRASES,
+    DIRECTIONS,
+    HELD_OUT,
+    NEW_COLOURS,
+    SHAPES,
+    make_spec,
+    render,
+)
 
-_NAMES = list(COLOURS)
-# Palette colours scaled so their brightest channel is 1: matching on this chromaticity
-# tolerates the darkening that blur / a VAE cause at shape edges.
-_CHROMA = np.array([COLOURS[n] for n in _NAMES], np.float32)
-_CHROMA /= _CHROMA.max(axis=1, keepdims=True)
+_NAMES = list(COLOURS)  # the palette read back, unless a call names another (with NEW_COLOURS)
+
+
+def palette(colours=()):
+  """The palette names to read back videos that may show `colours` (new ones appended)."""
+  return _NAMES + [c for c in colours if c not in COLOURS]
+
+
+def _chroma(names):
+  """Palette colours scaled so their brightest channel is 1: matching on this chromaticity
+  tolerates the darkening that blur / a VAE cause at shape edges."""
+  table = np.array([(COLOURS | NEW_COLOURS)[n] for n in names], np.float32)
+  return table / table.max(axis=1, keepdims=True)
+
+
+_CHROMA = _chroma(_NAMES)
 _MIN_BRIGHTNESS = 110  # backgrounds stay <= ~90 in every channel
 _MAX_CHROMA_DIST = 0.4
 _CORE_FRACTION = 0.6
@@ -24,12 +44,12 @@ _MIN_DISPLACEMENT = 0.04  # of min(H, W); below it the video counts as static
 _UNIT = {k: np.asarray(v) for k, v in DIRECTIONS.items()}
 
 
-def detect_colours(video: np.ndarray) -> np.ndarray:
-  """Palette index per pixel, int [T, H, W]; -1 for background / unrecognised."""
+def detect_colours(video: np.ndarray, names: list[str] = _NAMES) -> np.ndarray:
+  """Index in `names` (the palette) per pixel, int [T, H, W]; -1 for background / unrecognised."""
   v = _as_uint8_range(video)
   bright = v.max(axis=-1)
   chroma = v / np.maximum(bright, 1.0)[..., None]
-  dist = np.linalg.norm(chroma[..., None, :] - _CHROMA, axis=-1)
+  dist = np.linalg.norm(chroma[..., None, :] - (_CHROMA if names is _NAMES else _chroma(names)), axis=-1)
   idx = dist.argmin(axis=-1)
   ok = (bright >= _MIN_BRIGHTNESS) & (np.take_along_axis(dist, idx[..., None], -1)[..., 0] < _MAX_CHROMA_DIST)
   return np.where(ok, idx, -1)
@@ -43,14 +63,17 @@ def _as_uint8_range(video: np.ndarray) -> np.ndarray:
   return video.astype(np.float32)
 
 
-def analyse_video(video: np.ndarray, colour: str, direction: str, shape: str | None = None) -> dict:
-  """What the video shows, compared with the asked colour / direction / (optional) shape."""
-  labels = detect_colours(video)
+def analyse_video(
+    video: np.ndarray, colour: str, direction: str, shape: str | None = None, names: list[str] = _NAMES
+) -> dict:
+  """What the video shows, compared with the asked colour / direction / (optional) shape;
+  colours are read back in the palette `names` (`palette()`)."""
+  labels = detect_colours(video, names)
   num_frames, height, width = labels.shape
-  counts = np.bincount(labels[labels >= 0], minlength=len(_NAMES))
-  dominant = _NAMES[int(counts.argmax())] if counts.any() else None
+  counts = np.bincount(labels[labels >= 0], minlength=len(names))
+  dominant = names[int(counts.argmax())] if counts.any() else None
 
-  mask = labels == _NAMES.index(colour)
+  mask = labels == names.index(colour)
   brightness = _as_uint8_range(video).max(axis=-1)
   track = centroids(mask)
   shape_scores = []
@@ -81,10 +104,10 @@ def analyse_video(video: np.ndarray, colour: str, direction: str, shape: str | N
 _ZOOM_AREA_GROWTH = 1.5
 
 
-def camera_of(video: np.ndarray, colour: str) -> str | None:
+def camera_of(video: np.ndarray, colour: str, names: list[str] = _NAMES) -> str | None:
   """The camera motion the video shows: "zoom_in" when the `colour` shape's area over the last
   quarter of the frames is _ZOOM_AREA_GROWTH times that over the first quarter, else None."""
-  area = (detect_colours(video) == _NAMES.index(colour)).sum(axis=(1, 2)).astype(np.float64)
+  area = (detect_colours(video, names) == names.index(colour)).sum(axis=(1, 2)).astype(np.float64)
   quarter = max(len(area) // 4, 1)
   first, last = area[:quarter].mean(), area[-quarter:].mean()
   return "zoom_in" if first >= _MIN_PIXELS and last >= _ZOOM_AREA_GROWTH * first else None

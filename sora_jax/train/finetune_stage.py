@@ -15,7 +15,7 @@ import numpy as np
 from sora_jax.adapters import CHECKPOINT_NAME, Adapter, join, weights_hash, write_identity
 from sora_jax.config import ConfigError, validate
 from sora_jax.data.video_io import write_video
-from sora_jax.evaluation.shapes import analyse_video, camera_of, eval_prompts
+from sora_jax.evaluation.shapes import analyse_video, camera_of, eval_prompts, palette, short_caption
 from sora_jax.files import write_json
 from sora_jax.generate import CONFIG_FILE, Pipeline
 from sora_jax.models.build import frozen_encoder
@@ -95,11 +95,19 @@ def finetune(base_dir, overrides, workdir):
 
 
 def evaluate_adapter(base, adapted, workdir, config):
-  """The held-out shapes prompts (captions naming no camera) sampled over `sample.adapter_eval_seeds`
-  seeds with the base alone and with the adapter: how often the evaluator sees a camera motion,
-  and the caption's colour and direction. Seed 0's videos go to workdir/samples/{base,adapter}/."""
+  """The held-out shapes prompts (captions naming no camera; in the config's `data.colours`, taken
+  in turn, where it names some: a new colour word) sampled over `sample.adapter_eval_seeds` seeds
+  with the base alone and with the adapter: how often the evaluator sees a camera motion, the
+  caption's colour (read back in a palette with the new colours) and its direction. Seed 0's
+  videos go to workdir/samples/{base,adapter}/."""
   s = config.sample
   prompts = eval_prompts(num_frames=s.num_frames, height=s.height, width=s.width)
+  colours = tuple(config.data.colours)
+  if colours:
+    for i, p in enumerate(prompts):
+      p["colour"] = colours[i % len(colours)]
+      p["caption"] = short_caption(p["colour"], p["shape"], p["direction"])
+  names = palette(colours)
   captions = [p["caption"] for p in prompts]
   report = {}
   for name, pipe in (("base", base), ("adapter", adapted)):
@@ -121,8 +129,8 @@ def evaluate_adapter(base, adapted, workdir, config):
               video,
               fps=s.fps,
           )
-        r = analyse_video(video, p["colour"], p["direction"], p["shape"])
-        scores.append((camera_of(video, p["colour"]), r["colour_ok"], r["direction_ok"]))
+        r = analyse_video(video, p["colour"], p["direction"], p["shape"], names)
+        scores.append((camera_of(video, p["colour"], names), r["colour_ok"], r["direction_ok"]))
     report[name] = {
         "videos": len(scores),
         "camera": {c: float(np.mean([x[0] == c for x in scores])) for c in ("zoom_in",)},
