@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from sora_jax.config import ConfigError
+from sora_jax.files import write_json
 from sora_jax.nn import lora as lora_lib
 
 ADAPTER_FILE = "adapter.json"
@@ -64,17 +65,23 @@ class Adapter:
 
   @classmethod
   def of(cls, config):
-    a = config.adapter
-    if not a.kind:
+    return cls.of_section(config.adapter)
+
+  @classmethod
+  def of_section(cls, a):
+    """From a config's `adapter` section, or adapter.json's (a dict): None where kind is ''."""
+    if not a["kind"]:
       return None
-    return cls(a.kind, lora_lib.LoraSpec(a.rank, float(a.alpha), tuple(a.targets), tuple(a.block_patterns)))
+    spec = lora_lib.LoraSpec(a["rank"], float(a["alpha"]), tuple(a["targets"]), tuple(a["block_patterns"]))
+    return cls(a["kind"], spec)
 
   def context(self, seen=None):
     return lora_lib.lora(self.lora, seen)
 
-  def merged(self, params, weight=1.0):
-    """join(base, adapter) params -> the base architecture's params with the adapter folded in."""
-    return lora_lib.merge(params, weight * self.lora.scale)
+  def merged(self, base, extra, weight=1.0):
+    """The base's params with this adapter's (`extra`) folded in, x weight: the base
+    architecture's params."""
+    return lora_lib.merge(join(base, extra), weight * self.lora.scale)
 
   def check_targets(self, trace):
     """Run `trace()` (e.g. an eval_shape of the model's init) with the adapter: every target must
@@ -133,30 +140,33 @@ def weights_hash(params):
   return digest.hexdigest()
 
 
+def _as_json(value):
+  """`value` as JSON reads it back (tuples as lists): what adapter.json's values compare with."""
+  return json.loads(json.dumps(value))
+
+
 def write_identity(workdir, config, base_dir, base_hash):
   """adapter.json of a fine-tune folder. A folder already trained on another base is refused."""
   path = os.path.join(workdir, ADAPTER_FILE)
-  meta = {
-      "adapter": config.adapter.to_dict(),
-      "base": {
-          "workdir": os.path.abspath(base_dir),
-          "weights_sha256": base_hash,
-          "model": config.model.to_dict(),
-      },
-  }
+  meta = _as_json(
+      {
+          "adapter": config.adapter.to_dict(),
+          "base": {
+              "workdir": os.path.abspath(base_dir),
+              "weights_sha256": base_hash,
+              "model": config.model.to_dict(),
+          },
+      }
+  )
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    if old["base"]["weights_sha256"] != base_hash or old["adapter"] != json.loads(
-        json.dumps(meta["adapter"])
-    ):
+    if old["base"]["weights_sha256"] != base_hash or old["adapter"] != meta["adapter"]:
       raise ConfigError(
           f"{workdir} holds a fine-tune of another base or adapter ({old['base']['workdir']}, "
           f"{old['adapter']['kind']}); give a new --workdir"
       )
-  from sora_jax.files import write_json
-
-  write_json(path, json.loads(json.dumps(meta)))
+  write_json(path, meta)
 
 
 def parse_adapter_flag(text):
@@ -170,9 +180,6 @@ def parse_adapter_flag(text):
 
 def load_adapter(folder):
   """(Adapter, adapter.json dict, the adapter's EMA params) of a fine-tune folder."""
-  import ml_collections
-
-  from sora_jax.config import default_config
   from sora_jax.train.checkpoint import Checkpointer
 
   path = os.path.join(folder, ADAPTER_FILE)
@@ -180,14 +187,12 @@ def load_adapter(folder):
     raise ConfigError(f"--adapter={folder}: no {ADAPTER_FILE} (a `sora-jax finetune --workdir` folder)")
   with open(path) as f:
     meta = json.load(f)
-  config = default_config()
-  config.adapter = ml_collections.ConfigDict(meta["adapter"])
   ckpt = Checkpointer(os.path.join(folder, "checkpoints", CHECKPOINT_NAME))
   saved = ckpt.restore_saved()
   ckpt.close()
   if saved is None:
     raise ConfigError(f"--adapter={folder}: no adapter checkpoint yet (its finetune has not saved a step)")
-  return Adapter.of(config), meta, saved["ema_params"]
+  return Adapter.of_section(meta["adapter"]), meta, saved["ema_params"]
 
 
 def apply_adapters(pipe, flags):
@@ -197,13 +202,13 @@ def apply_adapters(pipe, flags):
   if not flags:
     return pipe
   params, base_hash = pipe.dit_params, weights_hash(pipe.dit_params)
-  model = pipe.config.model.to_dict()
+  model = _as_json(pipe.config.model.to_dict())
   for text in flags:
     folder, weight = parse_adapter_flag(text)
     adapter, meta, extra = load_adapter(folder)
     trained_on = meta["base"]
-    if json.loads(json.dumps(model)) != trained_on["model"]:
-      diff = [k for k in model if json.loads(json.dumps(model[k])) != trained_on["model"].get(k)]
+    if model != trained_on["model"]:
+      diff = [k for k in model if model[k] != trained_on["model"].get(k)]
       raise ConfigError(
           f"--adapter={folder} was trained on a base of another architecture (model.{diff[0]}: "
           f"{trained_on['model'].get(diff[0])} there, {model[diff[0]]} here)"
@@ -213,5 +218,5 @@ def apply_adapters(pipe, flags):
           f"--adapter={folder} was trained on other base weights ({trained_on['workdir']}, sha256 "
           f"{trained_on['weights_sha256'][:12]}; this base {base_hash[:12]})"
       )
-    params = adapter.merged(join(params, extra), weight)
+    params = adapter.merged(params, extra, weight)
   return dataclasses.replace(pipe, dit_params=params)

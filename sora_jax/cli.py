@@ -558,15 +558,13 @@ def _check_output(output, num_frames=None):
 
 
 def _sample_args(args, config):
-  s = config.sample
-  pick = lambda flag, default: default if getattr(args, flag) is None else getattr(args, flag)
-  return dict(
-      num_frames=pick("num_frames", s.num_frames),
-      height=pick("height", s.height),
-      width=pick("width", s.width),
-      steps=pick("steps", s.steps),
-      guidance=pick("guidance", s.guidance),
-  )
+  """The run's sample settings, each overridden by its flag where given."""
+  from sora_jax.generate import sample_settings
+
+  return {
+      key: default if getattr(args, key) is None else getattr(args, key)
+      for key, default in sample_settings(config).items()
+  }
 
 
 def cmd_train(args):

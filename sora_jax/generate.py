@@ -59,6 +59,15 @@ def _with_defaults(saved, defaults):
   return saved
 
 
+# config.sample's keys that are Pipeline.generate's (and evaluation's) size and sampler arguments.
+SAMPLE_SETTINGS = ("num_frames", "height", "width", "steps", "guidance")
+
+
+def sample_settings(config):
+  """{num_frames, height, width, steps, guidance} of config.sample: a run's default sampling."""
+  return {key: config.sample[key] for key in SAMPLE_SETTINGS}
+
+
 class CheckpointMissing(ValueError):
   pass
 

@@ -9,7 +9,7 @@ from sora_jax.data.video_io import write_video
 from sora_jax.evaluation.shapes import analyse_video, eval_prompts, opening_frames, summarise
 from sora_jax.files import write_json
 from sora_jax.data.latents import write_stats
-from sora_jax.generate import CONFIG_FILE, LATENT_STATS_FILE, Pipeline
+from sora_jax.generate import CONFIG_FILE, LATENT_STATS_FILE, Pipeline, sample_settings
 from sora_jax.mode_evaluation import evaluate_modes, parse_modes
 from sora_jax.models.build import build_dit
 from sora_jax.parallel.mesh import check_divisibility, make_mesh
@@ -30,9 +30,7 @@ def train_and_evaluate(config, workdir, vae_only=False):
                                      on_sample=progress_sampler(config, workdir, vae, vae_params))
   write_stats(os.path.join(workdir, LATENT_STATS_FILE), stats)
   pipe = Pipeline(config, vae, vae_params, dit, dit_params, stats)
-  s = config.sample
-  return evaluate(pipe, workdir, num_frames=s.num_frames, height=s.height, width=s.width,
-                  steps=s.steps, guidance=s.guidance, seed=0)
+  return evaluate(pipe, workdir, seed=0, **sample_settings(config))
 
 
 # Fixed prompts (one training combination, one held out) sampled with a fixed seed during training.
@@ -44,15 +42,13 @@ def progress_sampler(config, workdir, vae, vae_params):
   pipe = Pipeline(config, vae, vae_params, build_dit(config), None, None)
 
   def on_sample(step, ema_params, stats, writer):
-    s = config.sample
     # The same compiled sampler every time: only the weights change.
     videos = dataclasses.replace(pipe, dit_params=ema_params, latent_stats=stats).generate(
-        list(PROGRESS_PROMPTS), num_frames=s.num_frames, height=s.height, width=s.width,
-        steps=s.steps, guidance=s.guidance, seed=0)
+        list(PROGRESS_PROMPTS), seed=0, **sample_settings(config))
     if jax.process_index():
       return
     for i, video in enumerate(videos):
-      write_video(os.path.join(workdir, "progress", f"step_{step}", f"{i}.mp4"), video, fps=s.fps)
+      write_video(os.path.join(workdir, "progress", f"step_{step}", f"{i}.mp4"), video, fps=config.sample.fps)
       if writer:  # frames side by side: one image per prompt
         writer.add_image(f"dit/sample_{i}", np.concatenate(list(video), axis=1), step, dataformats="HWC")
 

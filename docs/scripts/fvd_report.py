@@ -13,7 +13,7 @@ import numpy as np
 from sora_jax.data.prepare import clip_source
 from sora_jax.data.synthetic import ShapesSource, caption
 from sora_jax.evaluation.fvd import I3D, features, frechet_distance
-from sora_jax.generate import Pipeline
+from sora_jax.generate import Pipeline, sample_settings
 from sora_jax.evaluation.vae_eval import reconstruct
 
 
@@ -58,15 +58,7 @@ def samples_report(pipe, i3d, count):
   source = ShapesSource.of_config(config, count)
   true = [source[i]["video"] for i in range(count)]
   captions = [caption(source[i]["spec"]) for i in range(count)]
-  samples = pipe.generate(
-      captions,
-      num_frames=s.num_frames,
-      height=s.height,
-      width=s.width,
-      steps=s.steps,
-      guidance=s.guidance,
-      seed=0,
-  )
+  samples = pipe.generate(captions, seed=0, **sample_settings(pipe.config))
   real = features(i3d, true)
   report["shapes_samples"] = {"fvd": frechet_distance(real, features(i3d, samples)), "videos": count}
   other = ShapesSource.of_config(config.copy_and_resolve_references(), 2 * count)

@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from sora_jax.evaluation.shapes import analyse_video, eval_prompts
-from sora_jax.generate import Pipeline
+from sora_jax.generate import Pipeline, sample_settings
 from sora_jax.prompts import rule_expand
 
 
@@ -28,10 +28,7 @@ def main():
   for name, captions in (("terse", terse), ("expanded", [rule_expand(t) for t in terse])):
     scores = {"colour": [], "direction": [], "shape": []}
     for seed in map(int, args.seeds.split(",")):
-      videos = pipe.generate(
-          captions, num_frames=s.num_frames, height=s.height, width=s.width, steps=s.steps,
-          guidance=s.guidance, seed=seed,
-      )
+      videos = pipe.generate(captions, seed=seed, **sample_settings(pipe.config))
       for p, v in zip(prompts, videos):
         r = analyse_video(v, p["colour"], p["direction"], p["shape"])
         for k in scores:

@@ -270,7 +270,7 @@ def shared_stage(workdir, config, mesh, wait):
 def run_cell(workdir, cell, mesh, worker):
   """Train one cell in its folder (resuming it), then its validation loss and shapes scores."""
   from sora_jax import pipeline
-  from sora_jax.generate import Pipeline
+  from sora_jax.generate import Pipeline, sample_settings
   from sora_jax.train.dit_stage import CACHE_FILE, train_dit
   from sora_jax.train.loop import TrainingDiverged
   from sora_jax.train.vae_stage import train_vae
@@ -306,18 +306,7 @@ def run_cell(workdir, cell, mesh, worker):
   scores = None
   if cell["evaluate"]:
     pipe = Pipeline(config, vae, vae_params, dit, params, stats)
-    s = config.sample
-    scores = pipeline.evaluate(
-        pipe,
-        folder,
-        num_frames=s.num_frames,
-        height=s.height,
-        width=s.width,
-        steps=s.steps,
-        guidance=s.guidance,
-        seed=0,
-        modes="none",
-    )
+    scores = pipeline.evaluate(pipe, folder, seed=0, modes="none", **sample_settings(config))
   _set_status(
       workdir,
       cell,

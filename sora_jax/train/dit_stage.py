@@ -256,7 +256,11 @@ def dit_training(config, adapter=None):
     return diffusion_loss(apply, objective, batch, rng, shift_base_tokens=config.diffusion.shift_base_tokens)
 
   if adapter is None:
-    init_state = lambda rng: create_state(mup.rescale_init(init_params(rng)) if mup else init_params(rng), tx)
+
+    def init_state(rng):
+      params = init_params(rng)
+      return create_state(mup.rescale_init(params) if mup else params, tx)
+
     loss_fn = lambda params, batch, rng: (loss(params, batch, rng), {})
   else:
 

@@ -12,12 +12,12 @@ import os
 import jax
 import numpy as np
 
-from sora_jax.adapters import CHECKPOINT_NAME, Adapter, join, weights_hash, write_identity
+from sora_jax.adapters import CHECKPOINT_NAME, Adapter, weights_hash, write_identity
 from sora_jax.config import ConfigError, validate
 from sora_jax.data.video_io import write_video
 from sora_jax.evaluation.shapes import analyse_video, camera_of, eval_prompts, palette, short_caption
 from sora_jax.files import write_json
-from sora_jax.generate import CONFIG_FILE, Pipeline
+from sora_jax.generate import CONFIG_FILE, Pipeline, sample_settings
 from sora_jax.models.build import frozen_encoder
 from sora_jax.parallel.mesh import check_divisibility, make_mesh
 from sora_jax.parallel.sharding import (
@@ -82,7 +82,7 @@ def finetune(base_dir, overrides, workdir):
   train_step = lambda s, batch, key: step(s, batch, key, frozen)
   state = fit_dit(CHECKPOINT_NAME, config, workdir, state, train_step, data, shardings)
   adapted = dataclasses.replace(
-      base, dit_params=adapter.merged(join(base.dit_params, jax.device_get(state.ema_params)))
+      base, dit_params=adapter.merged(base.dit_params, jax.device_get(state.ema_params))
   )
   summary = {
       "adapter_params": sum(x.size for x in jax.tree.leaves(state.ema_params)),  # the state is the adapter
@@ -113,15 +113,7 @@ def evaluate_adapter(base, adapted, workdir, config):
   for name, pipe in (("base", base), ("adapter", adapted)):
     scores = []
     for seed in range(s.adapter_eval_seeds):
-      videos = pipe.generate(
-          captions,
-          num_frames=s.num_frames,
-          height=s.height,
-          width=s.width,
-          steps=s.steps,
-          guidance=s.guidance,
-          seed=seed,
-      )
+      videos = pipe.generate(captions, seed=seed, **sample_settings(config))
       for i, (p, video) in enumerate(zip(prompts, videos)):
         if seed == 0 and jax.process_index() == 0:
           write_video(
