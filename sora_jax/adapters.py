@@ -1,17 +1,21 @@
 """Adapters: what `sora-jax finetune` trains on a frozen base, and how sampling applies it.
 
-An adapter is parameters the base does not have (LoRA's A and B today), trained while the base's
-stay fixed. The one seam every kind goes through:
+An adapter is parameters the base does not have, trained while the base's stay fixed: LoRA's A
+and B (nn/lora.py), or Tora's motion extractor and per-block fusers (models/motion.py, fed by
+data/trajectory.py). The one seam every kind goes through:
   - `Adapter.of(config)`: the config's adapter (None for a run of its own), `check_adapter` its
     keys at start-up;
-  - `adapter.context()`: the model's forward with the adapter in it (LoRA: nn/lora.py's hook);
+  - `adapter.context()`: the model's forward with the adapter in it (LoRA: nn/lora.py's hook;
+    Tora: none, the DiT runs its fusers wherever motion tokens are given);
   - `new_params(full, base)` / `join(base, extra)`: the adapter's params apart from, or back
-    with, the base's: the train state and the checkpoints hold the adapter's alone;
+    with, the base's: the train state and the checkpoints hold the adapter's alone; `merged`
+    folds LoRA into the kernels, and joins Tora's modules (its fusers scaled by the weight);
   - a fine-tune's folder: adapter.json (kind, spec, the base's path, architecture and weights
     hash) beside checkpoints/adapter/; `apply_adapters` folds one or more into a base's
     weights for `sample --adapter=DIR[:WEIGHT]`, refusing an adapter trained on another base.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,7 +32,7 @@ from sora_jax.nn import lora as lora_lib
 
 ADAPTER_FILE = "adapter.json"
 CHECKPOINT_NAME = "adapter"  # the fit stage: DIR/checkpoints/adapter/
-KINDS = ("lora",)
+KINDS = ("lora", "tora")
 
 
 def check_adapter(c):
@@ -37,6 +41,9 @@ def check_adapter(c):
   if a.kind not in ("",) + KINDS:
     raise ConfigError(f"adapter.kind={a.kind!r}; choose from {KINDS} (or '' for a run of its own)")
   if not a.kind:
+    return
+  if a.kind == "tora":
+    _check_tora(c)
     return
   if a.rank < 1 or not a.alpha > 0:
     raise ConfigError(f"adapter.rank={a.rank}, adapter.alpha={a.alpha}: both must be positive")
@@ -58,10 +65,37 @@ def check_adapter(c):
     )
 
 
+def _check_tora(c):
+  from sora_jax.data.trajectory import EXTRACTORS
+
+  a = c.adapter
+  if a.extractor not in EXTRACTORS:
+    raise ConfigError(f"adapter.extractor={a.extractor!r}; choose from {EXTRACTORS}")
+  if not 0.0 < a.sigma <= 1.0:
+    raise ConfigError(f"adapter.sigma={a.sigma}: the Gaussian's std as a share of min(H, W), in (0, 1]")
+  if not 0.0 <= a.dense_share <= 1.0:
+    raise ConfigError(f"adapter.dense_share={a.dense_share} is a share; it must be in [0, 1]")
+  if c.data.latents or c.data.clips:
+    raise ConfigError(
+        "adapter.kind=tora trains on the shapes generator's tracks (data.tracks); data.latents / "
+        "data.clips carry no tracks (a point tracker for real clips is not built)"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Tora:
+  """A Tora adapter's settings: how trajectories become motion tokens (data/trajectory.py)."""
+
+  extractor: str
+  sigma: float
+  dense_share: float
+
+
 @dataclasses.dataclass(frozen=True)
 class Adapter:
   kind: str
-  lora: lora_lib.LoraSpec
+  lora: lora_lib.LoraSpec = None
+  tora: Tora = None
 
   @classmethod
   def of(cls, config):
@@ -72,20 +106,28 @@ class Adapter:
     """From a config's `adapter` section, or adapter.json's (a dict): None where kind is ''."""
     if not a["kind"]:
       return None
+    if a["kind"] == "tora":
+      return cls("tora", tora=Tora(a["extractor"], float(a["sigma"]), float(a["dense_share"])))
     spec = lora_lib.LoraSpec(a["rank"], float(a["alpha"]), tuple(a["targets"]), tuple(a["block_patterns"]))
     return cls(a["kind"], spec)
 
   def context(self, seen=None):
-    return lora_lib.lora(self.lora, seen)
+    return contextlib.nullcontext() if self.tora else lora_lib.lora(self.lora, seen)
 
   def merged(self, base, extra, weight=1.0):
-    """The base's params with this adapter's (`extra`) folded in, x weight: the base
-    architecture's params."""
+    """The base's params with this adapter's (`extra`) folded in, x weight: LoRA's the base
+    architecture's params; Tora's the base's beside its modules, each fuser's gamma and beta
+    x weight (its strength; motion reaches them only where a trajectory is given)."""
+    if self.tora:
+      scale = lambda path, x: x * weight if "gamma_beta" in jax.tree_util.keystr(path) else x
+      return join(base, jax.tree_util.tree_map_with_path(scale, extra))
     return lora_lib.merge(join(base, extra), weight * self.lora.scale)
 
   def check_targets(self, trace):
     """Run `trace()` (e.g. an eval_shape of the model's init) with the adapter: every target must
-    choose a layer, else one line naming it and the layers there are."""
+    choose a layer, else one line naming it and the layers there are (LoRA; Tora has none)."""
+    if self.tora:
+      return {}
     seen = {}
     with self.context(seen):
       shapes = nn.meta.unbox(trace())
@@ -219,4 +261,9 @@ def apply_adapters(pipe, flags):
           f"{trained_on['weights_sha256'][:12]}; this base {base_hash[:12]})"
       )
     params = adapter.merged(params, extra, weight)
+    if adapter.tora:  # sampling then takes trajectories, made into tokens as this adapter's were
+      config = pipe.config.copy_and_resolve_references()
+      for key in ("kind", "extractor", "sigma", "dense_share"):
+        config.adapter[key] = meta["adapter"][key]
+      pipe = dataclasses.replace(pipe, config=config)
   return dataclasses.replace(pipe, dit_params=params)

@@ -5,6 +5,7 @@ This module imports no jax at the top, so `--help` answers at once and run() can
 platforms (sora_jax/platforms.py) before jax is imported.
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -142,6 +143,21 @@ FLAGS = (
         "a `sora-jax finetune` folder whose adapter is folded into the DiT, DIR or DIR:WEIGHT "
         "(repeat for several; export: merged into the exported weights); refused if trained on another base",
         ("sample", "export"),
+    ),
+    (
+        flags.DEFINE_string,
+        "trajectory",
+        None,
+        'a JSON file of trajectories the shape follows, {"trajectories": [[[x, y], ...], ...]} in output '
+        "pixels, spread evenly over the frames (needs a Tora --adapter; one-pass modes)",
+        ("sample",),
+    ),
+    (
+        flags.DEFINE_bool,
+        "draw_trajectory",
+        False,
+        "with --trajectory: draw the asked path on the output (grey) and the point asked for on each frame (ring)",
+        ("sample",),
     ),
     (
         flags.DEFINE_string,
@@ -707,6 +723,10 @@ def cmd_sample(args, positional=()):
   mode, videos = _sample_mode(args, positional)
   if mode == "extend" and args.extend not in modes.EXTEND_DIRECTIONS:
     raise UsageError(f"--extend={args.extend!r}; choose from {modes.EXTEND_DIRECTIONS}")
+  if args.trajectory and mode in ("long_frames", "loop"):
+    raise UsageError(f"--trajectory steers one sampled window: it does not combine with --{mode}")
+  if args.draw_trajectory and not args.trajectory:
+    raise UsageError("--draw_trajectory draws the path of --trajectory=FILE: give it")
   _check_output(output)
   pipe = apply_adapters(Pipeline.load(workdir), args.adapter)
   sample_args = _sample_args(args, pipe.config)
@@ -743,7 +763,20 @@ def cmd_sample(args, positional=()):
     )
   else:
     plans = _sample_plans(args, mode, videos, sample_args)
+    tracks = ()
+    if args.trajectory:
+      from sora_jax.data.trajectory import read_trajectories
+
+      size = (sample_args["num_frames"], sample_args["height"], sample_args["width"])
+      tracks = tuple(read_trajectories(args.trajectory, *size))
+      plans = [
+          dataclasses.replace(p, request=dataclasses.replace(p.request, trajectories=tracks)) for p in plans
+      ]
     windows = pipe.sample([p.request for p in plans], **run)
+    if args.draw_trajectory:
+      from sora_jax.data.trajectory import draw_tracks
+
+      windows = [draw_tracks(w, tracks) for w in windows]
     outputs = [p.chunks(w) for p, w in zip(plans, windows)]
   for path, video in zip(paths, outputs):
     write_video(path, video, fps=fps)

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from sora_jax.data.synthetic import CAMERAS, COLOURS, NEW_COLOURS
+from sora_jax.data.synthetic import CAMERAS, COLOURS, NEW_COLOURS, TRACKS
 from sora_jax.diffusion import OBJECTIVES
 from sora_jax.nn.attention import IMPLEMENTATIONS
 from sora_jax.scaling.mup import PARAMETRIZATIONS
@@ -48,6 +48,7 @@ def default_config():
   c.data.num_examples = 3000  # videos generated, encoded once and cached as latents
   c.data.textured_fraction = 0.5  # share of textured (vs plain) backgrounds
   c.data.camera = ""  # shapes: a camera motion over every video (synthetic.CAMERAS), or none
+  c.data.tracks = ("line",)  # shapes: the paths drawn (synthetic.TRACKS); others name no direction
   c.data.colours = ()  # shapes: draw only these (synthetic COLOURS / NEW_COLOURS); empty: every COLOURS one
   # Share of examples trained on the captioner's caption where `prepare --captioner` wrote one
   # (DALL-E 3 trains on 95 % generated captions, the rest kept for the users' own style).
@@ -182,6 +183,9 @@ def default_config():
   c.adapter.alpha = 8.0
   c.adapter.targets = (r"self_attn/(query|key|value|out)$",)
   c.adapter.block_patterns = ()  # e.g. ("temporal",): MotionLoRA
+  c.adapter.extractor = "vae"  # tora: displacement maps to tokens by the frozen VAE | a learned conv
+  c.adapter.sigma = 0.06  # tora: Gaussian spread of a track's displacement, x min(H, W)
+  c.adapter.dense_share = 0.5  # tora training: examples given the shape's dense flow, not its track
 
   c.sample = ml_collections.ConfigDict()
   c.sample.steps = 30
@@ -241,6 +245,9 @@ def validate(c):
   unknown = [x for x in c.data.colours if x not in COLOURS and x not in NEW_COLOURS]
   if unknown:
     raise ConfigError(f"data.colours has {unknown[0]!r}; choose from {tuple(COLOURS) + tuple(NEW_COLOURS)}")
+  bad = [x for x in c.data.tracks if x not in TRACKS]
+  if bad or not c.data.tracks:
+    raise ConfigError(f"data.tracks={tuple(c.data.tracks)}; choose one or more of {TRACKS}")
   if c.data.camera and c.data.camera not in CAMERAS:
     raise ConfigError(f"data.camera={c.data.camera!r}; choose from {tuple(CAMERAS)} or ''")
   from sora_jax.adapters import check_adapter  # here: adapters imports this module

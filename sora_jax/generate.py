@@ -29,7 +29,7 @@ from sora_jax.models.build import (
     caption_ids,
     null_text,
     patch_dim,
-    text_inputs,
+    condition_inputs,
     with_text_embeds,
 )
 from sora_jax.models.patch import grid_positions, patch_grid, patchify, unpatchify
@@ -96,6 +96,7 @@ class Request:
   edit: np.ndarray = None  # SDEdit: uint8 [num_frames, H, W, 3], noised to t = strength
   strength: float = 1.0
   seed: object = None
+  trajectories: tuple = ()  # Tora: tracks, each [num_frames, 2] (y, x) pixels (data/trajectory.py)
 
 
 def _noise_key(seed, index, own_seed):
@@ -198,10 +199,11 @@ class Pipeline:
       raise ConfigError("nothing to sample: give at least one prompt")
     shapes = [self._latent_shape(r) for r in requests]
     self._check_memory(shapes, guidance)
-    conditions, keys = [], []
+    conditions, keys, motions = [], [], []
     for i, r in enumerate(requests):
       conditions.append(self._conditions(r, shapes[i]))
       keys.append(_noise_key(seed, i, r.seed))
+      motions.append(self._motion(r, shapes[i]))
     ids = caption_ids(c, ["" if r.prompt is None else r.prompt for r in requests])
     # Two stages (sample.first_frame): frame 0 first, then the video with it held clean, as in
     # image-to-video training. "image": a text-to-image sample (Emu Video); "video": frame 0 of
@@ -226,10 +228,11 @@ class Pipeline:
           first_keys,
           steps,
           guidance,
+          [motions[i] for i in staged],
       )
       for i, z in zip(staged, first):
         conditions[i] = conditions[i] + [Condition(z[:1], 0)]
-    latents = self._sample_latents(ids, shapes, conditions, keys, steps, guidance)
+    latents = self._sample_latents(ids, shapes, conditions, keys, steps, guidance, motions)
     return [self.decode(z) for z in latents]
 
   def initial_latents(self, requests, seed):
@@ -270,6 +273,16 @@ class Pipeline:
       cond.span(latent_shape[0])
     return conditions
 
+  def _motion(self, r, latent_shape):
+    """A request's motion tokens where the DiT has a Tora adapter, else None."""
+    from sora_jax.adapters import Adapter
+    from sora_jax.data.trajectory import request_motion
+
+    adapter = Adapter.of(self.config)
+    tokens = int(np.prod(patch_grid(latent_shape[:3], tuple(self.config.model.patch))))
+    encode = lambda videos: [self.encode(v) for v in videos]
+    return request_motion(adapter and adapter.tora, self.config, r, tokens, encode)
+
   def encode(self, video):
     """uint8 video [1 + 4k, H, W, 3] -> standardised latent means [1 + k, h, w, C]."""
     ((mean, _),) = encode_videos(self.vae, self.vae_params, [np.asarray(video, np.uint8)], batch_size=1)
@@ -283,12 +296,14 @@ class Pipeline:
     )
     return to_uint8(np.asarray(video[0]))
 
-  def _sample_latents(self, ids, shapes, conditions, keys, steps, guidance):
-    """Standardised latents [T, H, W, C], one per (caption ids, latent shape, conditions, key)."""
+  def _sample_latents(self, ids, shapes, conditions, keys, steps, guidance, motions=None):
+    """Standardised latents [T, H, W, C], one per (caption ids, latent shape, conditions, key,
+    motion tokens or None)."""
     c = self.config
+    motions = motions or [None] * len(shapes)
     patch = tuple(c.model.patch)
     examples, noise, release, start = [], [], [], []
-    for text_ids, shape, conds, (key, index) in zip(ids, shapes, conditions, keys):
+    for text_ids, shape, conds, (key, index), motion in zip(ids, shapes, conditions, keys, motions):
       grid = patch_grid(shape[:3], patch)
       positions = grid_positions(grid)
       z, cond_mask, token_release = apply_conditions(np.zeros(shape, np.float32), conds, positions, patch[0])
@@ -301,6 +316,8 @@ class Pipeline:
               "cond_mask": cond_mask,
           }
       )
+      if motion is not None:  # a prefix where the shape is (tokens in time order): frame 0 alone
+        examples[-1]["motion"] = motion[: len(positions)]
       noise.append(patchify(request_noise(key, index, shape), patch))
       release.append(token_release)
       # SDEdit guides every generated token down to t = strength: its schedule starts there
@@ -365,7 +382,8 @@ class Pipeline:
 
   def _sample(self, batch, steps, guidance):
     b = with_text_embeds(self.config, {k: jnp.asarray(v) for k, v in batch.items()})
-    null = null_text(self.config, b["text_ids"].shape)
+    # Guidance is by caption alone: the unconditional pass keeps the trajectory (as Tora samples).
+    null = (*null_text(self.config, b["text_ids"].shape), b.get("motion"))
     return self._sampler(steps, guidance)(self.dit_params, b, null)
 
   def _sampler(self, steps, guidance):
@@ -391,7 +409,7 @@ class Pipeline:
             b["cond_mask"],
             b["tokens"],
             b["release"],
-            text_inputs(b),
+            condition_inputs(b),
             null,
         )
 

@@ -60,7 +60,7 @@ def drop_tokens(example, rate, rng):
   keep_free = max(1, int(round(len(free) * (1.0 - rate))))
   keep = np.sort(np.concatenate([np.flatnonzero(cond), rng.choice(free, keep_free, replace=False)]))
   out = dict(example)
-  for key in ("tokens", "positions", "cond_mask"):
+  for key in ("tokens", "positions", "cond_mask", "motion"):
     if key in example:
       out[key] = example[key][keep]
   return out

@@ -1,8 +1,9 @@
 """Pack variable-size examples into fixed [B, L] rows (NaViT-style), and unpack them.
 
 An example is a dict with `tokens` [n, D], `positions` [n, 3], `grid` (Tp, Hp, Wp),
-`text_ids` [Lt] and optionally `cond_mask` [n] (tokens given clean) and `text_embeds` [Lt, D]
-(a frozen encoder's cached output). The packed batch follows
+`text_ids` [Lt] and optionally `cond_mask` [n] (tokens given clean), `text_embeds` [Lt, D]
+(a frozen encoder's cached output) and `motion` [n, Dm] (a Tora trajectory's motion tokens;
+zeros in the batch for examples without one). The packed batch follows
 the contract of ARCHITECTURE.md; `placements` says where each example went.
 """
 
@@ -35,8 +36,11 @@ def first_fit(lengths, *, rows, row_length, max_per_row):
   return [space.place(n) for n in lengths]
 
 
-def empty_batch(rows, row_length, max_per_row, patch_dim, text_len, text_dim=None, text_dtype=None):
-  """Zeros of the packed batch; with text_dim, also text_embeds [rows, E, Lt, text_dim]."""
+def empty_batch(
+    rows, row_length, max_per_row, patch_dim, text_len, text_dim=None, text_dtype=None, motion_dim=None
+):
+  """Zeros of the packed batch; with text_dim, also text_embeds [rows, E, Lt, text_dim]; with
+  motion_dim, also motion [rows, L, motion_dim]."""
   batch = {
       "tokens": np.zeros((rows, row_length, patch_dim), np.float32),
       "segment_ids": np.zeros((rows, row_length), np.int32),
@@ -48,6 +52,8 @@ def empty_batch(rows, row_length, max_per_row, patch_dim, text_len, text_dim=Non
   }
   if text_dim:
     batch["text_embeds"] = np.zeros((rows, max_per_row, text_len, text_dim), text_dtype or np.float32)
+  if motion_dim:
+    batch["motion"] = np.zeros((rows, row_length, motion_dim), np.float32)
   return batch
 
 
@@ -55,6 +61,7 @@ def pack(examples, placements, *, rows, row_length, max_per_row):
   """Write examples at their placements (from `first_fit`; None entries are skipped)."""
   first = examples[0]
   embeds = first.get("text_embeds")
+  motion = next((ex["motion"] for ex in examples if "motion" in ex), None)
   batch = empty_batch(
       rows,
       row_length,
@@ -63,6 +70,7 @@ def pack(examples, placements, *, rows, row_length, max_per_row):
       first["text_ids"].shape[-1],
       None if embeds is None else embeds.shape[-1],
       None if embeds is None else embeds.dtype,
+      None if motion is None else motion.shape[-1],
   )
   for ex, place in zip(examples, placements):
     if place is None:
@@ -78,6 +86,8 @@ def pack(examples, placements, *, rows, row_length, max_per_row):
     batch["text_ids"][r, slot] = ex["text_ids"]
     if embeds is not None:
       batch["text_embeds"][r, slot] = ex["text_embeds"]
+    if "motion" in ex:
+      batch["motion"][r, span] = ex["motion"]
     batch["grid"][r, slot] = ex["grid"]
   return batch
 

@@ -2,7 +2,8 @@
 
 A video is one coloured shape moving in a straight line at constant speed over a dark
 background, optionally filmed by a moving camera (`CAMERAS`: a zoom the captions never name, the
-motion a MotionLoRA learns). Colours are saturated and backgrounds dark and grey-ish, so the evaluator
+motion a MotionLoRA learns), or moving along a curved or piecewise path (`TRACKS`: the paths a
+Tora adapter learns to follow; their captions name no direction). Colours are saturated and backgrounds dark and grey-ish, so the evaluator
 (`sora_jax.evaluation.shapes`) can read back colour, motion and shape from pixels.
 """
 
@@ -55,6 +56,10 @@ BACKGROUNDS = ("plain", "textured")
 # Camera motions: the whole frame scaled about its centre by this factor per frame (1.5x over 17
 # frames), shape and background alike.
 CAMERAS: dict[str, float] = {"zoom_in": 1.5 ** (1 / 16)}
+# How a shape travels: "line" (a direction and speed the caption names) or a path the caption does
+# not name (Tora's training tracks, `curved_path`): a cubic Bezier curve, a zig-zag through random
+# corners, an arc of a circle, a line with a stop.
+TRACKS = ("line", "bezier", "zigzag", "circle", "stop")
 # Dark, low-saturation tints (every channel <= 90): never confusable with a shape colour.
 _TINTS = ((40, 40, 40), (62, 58, 52), (34, 42, 58), (48, 60, 48), (72, 72, 76), (58, 44, 50), (24, 26, 30))
 
@@ -94,6 +99,9 @@ class ShapeSpec:
   radius: float  # half-extent of the shape's bounding box, in pixels
   bg_seed: int  # picks the background tints and texture
   camera: str = ""  # a CAMERAS motion, or none
+  # A TRACKS path other than "line": the centre (y, x) at each frame of the longest duration (a
+  # shorter spec is its prefix); direction and speed are then "" and unused.
+  path: tuple = ()
 
 
 def caption(spec: ShapeSpec, rng: np.random.Generator | None = None, *, opening_motion: float = 0.0) -> str:
@@ -108,7 +116,9 @@ def caption(spec: ShapeSpec, rng: np.random.Generator | None = None, *, opening_
   keep_bg = rng is None or rng.random() < 0.5
   text = f"a {spec.colour} {spec.shape}"
   # No draw when opening_motion is 0: captions of existing runs and datasets stay as they were.
-  if spec.num_frames > 1 or (rng is not None and opening_motion and rng.random() < opening_motion):
+  if spec.path:
+    text += " moves"  # along a path the caption does not describe: the trajectory gives it
+  elif spec.num_frames > 1 or (rng is not None and opening_motion and rng.random() < opening_motion):
     text += f" moves {DIRECTION_PHRASES[spec.direction]}"
     if keep_speed:
       text += f" {spec.speed}"
@@ -130,9 +140,11 @@ def sample_spec(
     exclude=HELD_OUT,
     textured=0.5,
     colours=None,
+    tracks=("line",),
 ) -> ShapeSpec:
   """A random spec whose (colour, shape, direction) is not in `exclude`; a `textured` fraction
-  of backgrounds is textured, the rest plain; colours drawn from `colours` (default COLOURS)."""
+  of backgrounds is textured, the rest plain; colours drawn from `colours` (default COLOURS);
+  its track of kind drawn from `tracks` (TRACKS)."""
   excluded = set(exclude)
   while True:
     combo = (rng.choice(list(colours or COLOURS)), rng.choice(SHAPES), rng.choice(list(DIRECTIONS)))
@@ -150,6 +162,23 @@ def sample_spec(
     lo, hi = radius - min(d, 0.0), size - 1 - radius - max(d, 0.0)
     start.append(float(rng.uniform(lo, hi)) if lo <= hi else (size - 1 - d) / 2)
   background = BACKGROUNDS[int(rng.random() < textured)]
+  kind = str(rng.choice(tracks)) if len(tracks) > 1 else tracks[0]
+  if kind != "line":
+    path = curved_path(kind, rng, max(frames), height, width, radius)
+    return ShapeSpec(
+        colour,
+        shape,
+        "",
+        "",
+        background,
+        num_frames,
+        height,
+        width,
+        tuple(path[0]),
+        radius,
+        int(rng.integers(2**31)),
+        path=tuple(map(tuple, path.tolist())),
+    )
   return ShapeSpec(
       colour,
       shape,
@@ -186,8 +215,48 @@ def make_spec(
   )
 
 
+def curved_path(kind: str, rng: np.random.Generator, frames: int, height: int, width: int, radius: float):
+  """A TRACKS path of `frames` centres (y, x), float64 [frames, 2], keeping centre +- radius in
+  the frame on every frame."""
+  lo = np.array([radius, radius])
+  hi = np.array([height - 1 - radius, width - 1 - radius])
+  span = hi - lo
+  point = lambda: lo + rng.random(2) * span
+  s = np.linspace(0.0, 1.0, frames)[:, None]
+  if kind == "bezier":  # cubic, its control points in the box: the curve stays in their hull
+    p0, p1, p2, p3 = (point() for _ in range(4))
+    return (1 - s) ** 3 * p0 + 3 * (1 - s) ** 2 * s * p1 + 3 * (1 - s) * s**2 * p2 + s**3 * p3
+  if kind == "zigzag":  # 3 or 4 corners, at constant speed along the path
+    return _polyline([point() for _ in range(int(rng.integers(3, 5)))], frames)
+  if kind == "circle":  # 0.6 to 0.9 of a turn, either way, about a centre where it fits
+    r = rng.uniform(0.3, 0.5) * span.min() / 2
+    centre = lo + r + rng.random(2) * (span - 2 * r)
+    turn = rng.uniform(0.6, 0.9) * 2 * np.pi * rng.choice((-1, 1))
+    angle = rng.uniform(0, 2 * np.pi) + turn * s[:, 0]
+    return centre + r * np.stack([np.sin(angle), np.cos(angle)], -1)
+  if kind == "stop":  # a straight move with a rest of a third to a half of the clip in it
+    a, b = point(), point()
+    rest = int(rng.integers(frames // 3, frames // 2 + 1))
+    at = int(rng.integers(1, frames - rest))
+    u = np.linspace(0.0, 1.0, frames - rest)
+    move = np.concatenate([u[:at], np.full(rest, u[at - 1]), u[at:]])
+    return a + move[:, None] * (b - a)
+  raise ValueError(f"unknown track {kind!r}; choose from {TRACKS}")
+
+
+def _polyline(corners, frames):
+  """`frames` points at equal steps of arc length along the polyline through `corners`."""
+  corners = np.asarray(corners, np.float64)
+  seg = np.linalg.norm(np.diff(corners, axis=0), axis=1)
+  arc = np.concatenate([[0.0], np.cumsum(seg)])
+  at = np.linspace(0.0, arc[-1], frames)
+  return np.stack([np.interp(at, arc, corners[:, k]) for k in range(2)], -1)
+
+
 def track(spec: ShapeSpec) -> np.ndarray:
   """True centre (y, x) per frame, float32 [T, 2]."""
+  if spec.path:
+    return np.asarray(spec.path[: spec.num_frames], np.float32)
   t = np.arange(spec.num_frames, dtype=np.float64)[:, None]
   step = _step(spec.direction, spec.speed, spec.height, spec.width)
   return (np.asarray(spec.start) + t * step).astype(np.float32)
@@ -229,18 +298,43 @@ def _mask(shape: str, cy: float, cx: float, r: float, h: int, w: int) -> np.ndar
   return (dy <= r) & (np.abs(dx) <= (dy + r) / 2)
 
 
+def _placements(spec: ShapeSpec):
+  """(centre y, centre x, radius, zoom) of the shape on each frame, as filmed: the camera scales
+  the world about the frame centre (the shape's centre and size, and the background)."""
+  centre = (np.asarray([spec.height, spec.width], np.float64) - 1) / 2
+  for t, point in enumerate(track(spec)):
+    zoom = CAMERAS[spec.camera] ** t if spec.camera else 1.0
+    cy, cx = centre + zoom * (np.asarray(point, np.float64) - centre)
+    yield cy, cx, zoom * spec.radius, zoom
+
+
+def shape_masks(spec: ShapeSpec) -> np.ndarray:
+  """bool [T, H, W]: where the spec's shape is on each frame."""
+  return np.stack(
+      [_mask(spec.shape, cy, cx, r, spec.height, spec.width) for cy, cx, r, _ in _placements(spec)]
+  )
+
+
+def centroid_track(spec: ShapeSpec) -> np.ndarray:
+  """The centroid (y, x) of the shape's pixels per frame, float32 [T, 2]: where a tracker sees it
+  (a triangle's lies r/3 below its box centre, `track`); the point a trajectory asks for."""
+  masks = shape_masks(spec)
+  ys, xs = np.indices(masks.shape[1:])
+  count = masks.sum(axis=(1, 2))
+  return (
+      np.stack([(masks * ys).sum(axis=(1, 2)), (masks * xs).sum(axis=(1, 2))], -1) / count[:, None]
+  ).astype(np.float32)
+
+
 def render(spec: ShapeSpec) -> np.ndarray:
   """uint8 [T, H, W, 3] video of the spec."""
   bg = _background(spec)
   colour = np.asarray((COLOURS | NEW_COLOURS)[spec.colour], np.float32)
   video = np.empty((spec.num_frames, spec.height, spec.width, 3), np.uint8)
   centre = (np.asarray([spec.height, spec.width], np.float64) - 1) / 2
-  for t, (cy, cx) in enumerate(track(spec)):
-    zoom = CAMERAS[spec.camera] ** t if spec.camera else 1.0
-    # The camera scales the world about the frame centre: the shape's centre and size, and the
-    # background (each pixel shows the world point it now covers, nearest neighbour).
-    cy, cx = centre + zoom * (np.asarray([cy, cx]) - centre)
-    m = _mask(spec.shape, cy, cx, zoom * spec.radius, spec.height, spec.width)
+  for t, (cy, cx, r, zoom) in enumerate(_placements(spec)):
+    m = _mask(spec.shape, cy, cx, r, spec.height, spec.width)
+    # Each background pixel shows the world point it now covers (nearest neighbour).
     video[t] = np.where(m[..., None], colour, _zoomed(bg, zoom, centre)).round().astype(np.uint8)
   return video
 
@@ -278,6 +372,7 @@ class ShapesSource:
         textured=config.data.textured_fraction,
         camera=config.data.camera,
         colours=colours,
+        tracks=tuple(config.data.tracks),
         exclude=held_out,
     )
 

@@ -70,8 +70,7 @@ def analyse_video(
   colours are read back in the palette `names` (`palette()`)."""
   labels = detect_colours(video, names)
   num_frames, height, width = labels.shape
-  counts = np.bincount(labels[labels >= 0], minlength=len(names))
-  dominant = names[int(counts.argmax())] if counts.any() else None
+  dominant = dominant_colour(labels, names)
 
   mask = labels == names.index(colour)
   brightness = _as_uint8_range(video).max(axis=-1)
@@ -96,6 +95,12 @@ def analyse_video(
       "shape": est_shape,
       "shape_ok": None if shape is None else est_shape == shape,
   }
+
+
+def dominant_colour(labels: np.ndarray, names: list[str] = _NAMES) -> str | None:
+  """The palette colour most pixels show (labels: `detect_colours`'), None where none is seen."""
+  counts = np.bincount(labels[labels >= 0], minlength=len(names))
+  return names[int(counts.argmax())] if counts.any() else None
 
 
 # A zoom-in's last frames show the shape this many times larger (in area) than its first frames:
@@ -221,3 +226,17 @@ def summarise(results: list[dict]) -> dict:
       "shape_accuracy": acc("shape_ok"),
       "n": len(results),
   }
+
+
+def trajectory_error(video: np.ndarray, colour: str, track: np.ndarray, names: list[str] = _NAMES):
+  """Tora's TrajError with this module's tracker in place of CoTracker: the mean, over the frames
+  where the `colour` shape is seen, of the distance from its centroid to the asked point (track
+  [T, 2], (y, x) pixels), as a fraction of min(H, W); and the share of frames it is seen in.
+  (nan, 0.0) where it is never seen."""
+  seen = centroids(detect_colours(video, names) == names.index(colour))
+  ok = ~np.isnan(seen[:, 0])
+  if not ok.any():
+    return float("nan"), 0.0
+  size = min(np.shape(video)[1:3])
+  distance = np.linalg.norm(seen[ok] - np.asarray(track, np.float32)[ok], axis=-1)
+  return float(distance.mean() / size), float(ok.mean())

@@ -55,14 +55,15 @@ def dit_param_shapes(config):
   """The DiT's parameter tree as ShapeDtypeStructs (nothing is computed or allocated)."""
   x = empty_batch(1, 8, 1, patch_dim(config), config.model.text.max_len, text_dim(config))
   t = jnp.zeros(x["grid"].shape[:2])
-  args = (x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t, *text_inputs(x))
+  args = (x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t, *condition_inputs(x))
   init = lambda: build_dit(config).init(jax.random.key(0), *args)["params"]
   return nn.meta.unbox(jax.eval_shape(init))
 
 
-def text_inputs(batch):
-  """The DiT's caption arguments from a (packed) batch: (text_ids, text_embeds or None)."""
-  return batch["text_ids"], batch.get("text_embeds")
+def condition_inputs(batch):
+  """The DiT's per-call conditioning from a (packed) batch: (text_ids, text_embeds or None, motion
+  or None), what follows the timesteps in its arguments."""
+  return batch["text_ids"], batch.get("text_embeds"), batch.get("motion")
 
 
 def frozen_encoder(config):

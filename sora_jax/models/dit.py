@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sora_jax.models.motion import MotionExtractor, MotionFuser
 from sora_jax.nn.embeddings import rope_3d, separable_sincos, timestep_embedding
 from sora_jax.nn.layers import Attention, Mlp, constrain, dense, layer_norm, modulate
 
@@ -73,7 +74,7 @@ class DiTBlock(nn.Module):
   pattern: str = "full"
 
   @nn.compact
-  def __call__(self, x, cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids):
+  def __call__(self, x, cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids, motion=None):
     width = x.shape[-1]
     st = self.settings
     slots = cond.shape[1]  # E: example ids 1..E, each one contiguous run (see nn.attention)
@@ -92,8 +93,11 @@ class DiTBlock(nn.Module):
         logit_multiplier=st.logit_multiplier,
         name=name,
     )
+    h = modulate(norm("ln_self")(x), shift_a, scale_a)
+    if motion is not None:  # Tora: a trajectory's features (models/motion.py)
+      h = MotionFuser(st.dtype, name="motion_fuser")(h, motion)
     x = x + gate_a * attn("self_attn")(
-        modulate(norm("ln_self")(x), shift_a, scale_a),
+        h,
         attn_ids,
         rope=rope,
         max_segments=slots if self.pattern == "full" else None,
@@ -124,10 +128,10 @@ class BlockGroup(nn.Module):
 
   @nn.compact
   def __call__(self, x, inputs):
-    cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids = inputs
+    cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids, motion = inputs
     for j, pattern in enumerate(self.patterns):
       x = DiTBlock(self.settings, pattern, name=f"block_{j}")(
-          x, cond, segment_ids, cond_mask, attn_ids[j], rope, text, text_ids
+          x, cond, segment_ids, cond_mask, attn_ids[j], rope, text, text_ids, motion
       )
     return x, None
 
@@ -138,7 +142,8 @@ class DiT(nn.Module):
   Inputs (B rows, L tokens, E example slots, Lt caption tokens):
     tokens [B, L, patch_dim], segment_ids [B, L], positions [B, L, 3], cond_mask [B, L],
     timesteps [B, E] in [0, 1], text_ids [B, E, Lt] (ids for `text_encoder`; PAD = 0), and with
-    a frozen encoder outside the model (text_encoder None) its output text_embeds [B, E, Lt, D].
+    a frozen encoder outside the model (text_encoder None) its output text_embeds [B, E, Lt, D];
+    with a Tora adapter, motion [B, L, Dm] (data/trajectory.py; zeros: no trajectory).
   Output: [B, L, patch_dim] (velocity / eps / v prediction, per the objective).
   """
 
@@ -159,7 +164,9 @@ class DiT(nn.Module):
   logit_multiplier: float = 1.0
 
   @nn.compact
-  def __call__(self, tokens, segment_ids, positions, cond_mask, timesteps, text_ids, text_embeds=None):
+  def __call__(
+      self, tokens, segment_ids, positions, cond_mask, timesteps, text_ids, text_embeds=None, motion=None
+  ):
     b, e, lt = text_ids.shape
     if self.text_encoder is None:
       if text_embeds is None:
@@ -203,6 +210,7 @@ class DiT(nn.Module):
         rope,
         context,
         text_ids_flat,
+        None if motion is None else MotionExtractor(self.width, self.dtype, name="motion_extractor")(motion),
     )
     settings = BlockSettings(
         self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl, self.logit_multiplier

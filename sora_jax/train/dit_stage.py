@@ -19,6 +19,7 @@ from sora_jax.data.latents import channel_stats, encode_videos, standardise
 from sora_jax.data.packing import empty_batch
 from sora_jax.data.stream import PackedBatches, epoch_order
 from sora_jax.data.synthetic import ShapesSource, caption
+from sora_jax.data.trajectory import motion_dim
 from sora_jax.diffusion import make_objective
 from sora_jax.diffusion.loss import diffusion_loss
 from sora_jax.files import atomic_path, write_json
@@ -28,7 +29,7 @@ from sora_jax.models.build import (
     frozen_encoder,
     patch_dim,
     text_dim,
-    text_inputs,
+    condition_inputs,
     with_text_embeds,
 )
 from sora_jax.models.patch import grid_positions, patch_grid, patchify
@@ -134,12 +135,14 @@ def latent_example(config, latent, stats, caption_text, conditions=(), cached_te
   return example
 
 
-def dit_examples(config, data, shard=0, num_shards=1):
+def dit_examples(config, data, shard=0, num_shards=1, motion=None):
   """example_at(position, step) -> packable example: the stream of host `shard`, going through
   the data in a new random order each epoch (hosts take alternate positions).
 
   data: (latents, caption_at, stats[, cached_text]) as `training_latents` returns; a latent
-  entry is (mean, std) or (mean, std, still tail) (`shapes_data`).
+  entry is (mean, std) or (mean, std, still tail) (`shapes_data`). motion (a Tora fine-tune):
+  {"dense": [...], "sparse": [...]}, each example's motion tokens of its whole track
+  (finetune_stage.motion_cache); each example takes one, dense w.p. adapter.dense_share.
   """
   latents, caption_at, stats, *rest = data
   cached_text = rest[0] if rest else lambda i, caption: None
@@ -161,13 +164,16 @@ def dit_examples(config, data, shard=0, num_shards=1):
     strategy = draw_strategy(config.data.cond, rng) if len(z) // patch_t > 1 else None
     conditions = draw_conditions(strategy, z, patch_t, rng, still_tail=still_tail) if strategy else []
     example = latent_example(config, z, stats, text, conditions, cached_text(index, text))
+    if motion is not None:
+      kind = "dense" if rng.random() < config.adapter.dense_share else "sparse"
+      example["motion"] = motion[kind][index][: len(example["tokens"])]  # the example's latent prefix
     rate = drop_rate(step, *token_drop)
     return drop_tokens(example, rate, rng) if rate > 0 else example
 
   return example_at
 
 
-def dit_batches(config, data, shard=0, num_shards=1):
+def dit_batches(config, data, shard=0, num_shards=1, motion=None):
   """The packed batches of host `shard` (rows / num_shards rows each), checkpointable."""
   t = config.train
   flops = lambda batch: {
@@ -176,7 +182,7 @@ def dit_batches(config, data, shard=0, num_shards=1):
       )
   }
   return PackedBatches(
-      dit_examples(config, data, shard, num_shards),
+      dit_examples(config, data, shard, num_shards, motion),
       rows=t.rows // num_shards,
       row_length=t.row_length,
       max_per_row=t.max_per_row,
@@ -189,7 +195,8 @@ class DiTTraining:
   """The pure pieces of DiT training, shared by `train`, `aot` and the sharding tests."""
 
   model: Any
-  init_params: Callable  # rng -> the model's params (no adapter), carrying logical axis names
+  init_params: Callable  # (rng[, adapted]) -> the model's params (adapted: with the adapter's
+  # modules, e.g. Tora's, the batch's motion given), carrying logical axis names
   init_state: Callable  # rng -> TrainState whose params carry logical axis names
   loss_fn: Callable  # (params, batch, rng[, base params]) -> (loss, metrics)
   train_step: Callable  # (state, batch, rng[, base params]) -> (state, metrics)
@@ -205,7 +212,7 @@ class DiTTraining:
         batch["positions"],
         batch["cond_mask"],
         t,
-        *text_inputs(batch),
+        *condition_inputs(batch),
         **apply_kwargs,
     )
 
@@ -238,17 +245,18 @@ def dit_training(config, adapter=None):
           config.model.text.max_len,
           text_dim(config),
           jnp.dtype(config.model.text.embed_dtype),
+          motion_dim(config) if adapter and adapter.tora else None,
       ),
   )
   batch_shapes = {k: jax.ShapeDtypeStruct((tc.rows,) + v.shape[1:], v.dtype) for k, v in batch_shapes.items()}
 
-  def init_params(rng):
+  def init_params(rng, adapted=False):
     # Zeros built inside the trace: nothing of batch size is baked into the program, and the
     # forward pass is dead code (only the params are returned).
-    x = {k: jnp.zeros(v.shape, v.dtype) for k, v in batch_shapes.items()}
+    x = {k: jnp.zeros(v.shape, v.dtype) for k, v in batch_shapes.items() if adapted or k != "motion"}
     t0 = jnp.zeros(x["grid"].shape[:2])
     return model.init(
-        rng, x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t0, *text_inputs(x)
+        rng, x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t0, *condition_inputs(x)
     )["params"]
 
   def loss(params, batch, rng):
@@ -266,7 +274,7 @@ def dit_training(config, adapter=None):
 
     def init_state(rng):
       with adapter.context():
-        full = init_params(rng)  # the base's part is dead code: only the adapter's is kept
+        full = init_params(rng, True)  # the base's part is dead code: only the adapter's is kept
       # A new function object: JAX caches traces by function, not by the adapter's context, so
       # a trace of init_params itself could come back from a call made inside one.
       base = jax.eval_shape(lambda r: init_params(r), rng)
@@ -339,16 +347,16 @@ def train_dit(config, workdir, vae, vae_params, mesh, on_sample=None):
   return training.model, state.ema_params, data[2]
 
 
-def fit_dit(name, config, workdir, state, step_fn, data, shardings, hooks=()):
-  """`fit` stage `name` on the DiT's packed batches of `data`, as config.train says (the DiT
-  stage, and a fine-tune's adapter)."""
+def fit_dit(name, config, workdir, state, step_fn, data, shardings, hooks=(), motion=None):
+  """`fit` stage `name` on the DiT's packed batches of `data` (with Tora's `motion`, see
+  `dit_examples`), as config.train says (the DiT stage, and a fine-tune's adapter)."""
   tc = config.train
   return fit(
       name,
       workdir=workdir,
       state=state,
       train_step=step_fn,
-      data=dit_batches(config, data, jax.process_index(), jax.process_count()),
+      data=dit_batches(config, data, jax.process_index(), jax.process_count(), motion),
       # A frozen encoder's embeddings, where the data has none cached, are computed here on
       # device: a jitted call of their own before each step, outside the differentiated loss.
       put_batch=lambda local: with_text_embeds(config, global_batch(local, shardings, tc.rows), shardings),

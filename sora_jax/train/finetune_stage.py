@@ -8,6 +8,7 @@ argument of every step; the state, and so every checkpoint, holds the adapter's 
 
 import dataclasses
 import os
+import pickle
 
 import jax
 import numpy as np
@@ -15,9 +16,21 @@ import numpy as np
 from sora_jax.adapters import CHECKPOINT_NAME, Adapter, weights_hash, write_identity
 from sora_jax.config import ConfigError, validate
 from sora_jax.data.video_io import write_video
-from sora_jax.evaluation.shapes import analyse_video, camera_of, eval_prompts, palette, short_caption
-from sora_jax.files import write_json
-from sora_jax.generate import CONFIG_FILE, Pipeline, sample_settings
+from sora_jax.evaluation.shapes import (
+    analyse_video,
+    camera_of,
+    detect_colours,
+    dominant_colour,
+    eval_prompts,
+    palette,
+    short_caption,
+    trajectory_error,
+)
+from sora_jax.data import trajectory
+from sora_jax.data.latents import encode_videos, standardise
+from sora_jax.data.synthetic import TRACKS, centroid_track, curved_path, shape_masks
+from sora_jax.files import atomic_path, write_json
+from sora_jax.generate import CONFIG_FILE, Pipeline, Request, sample_settings
 from sora_jax.models.build import frozen_encoder
 from sora_jax.parallel.mesh import check_divisibility, make_mesh
 from sora_jax.parallel.sharding import (
@@ -26,9 +39,42 @@ from sora_jax.parallel.sharding import (
     init_sharded,
     sharded_train_step,
 )
-from sora_jax.train.dit_stage import dit_training, fit_dit, training_latents
+from sora_jax.train.dit_stage import (
+    dit_training,
+    fit_dit,
+    latent_cache,
+    shapes_data,
+    training_latents,
+)
 
 EVAL_FILE = "finetune_eval.json"
+MOTION_CACHE = "motion_cache.pkl"
+
+
+def motion_cache(config, workdir, specs, base):
+  """{"dense": [...], "sparse": [...]}: the motion tokens of each cached example's whole track
+  (examples train on their latent prefix), its shape's dense flow and its centre's track alone
+  (data/trajectory.py), written once per fine-tune folder."""
+  path = os.path.join(workdir, MOTION_CACHE)
+  if os.path.exists(path):
+    with open(path, "rb") as f:
+      return pickle.load(f)
+  tora, patch = Adapter.of(config).tora, tuple(config.model.patch)
+  full = [dataclasses.replace(s, num_frames=max(config.data.frames)) for s in specs]
+  encode = lambda videos: [
+      standardise(mean, base.latent_stats) for mean, _ in encode_videos(base.vae, base.vae_params, videos)
+  ]
+  # The shape's centroid is what a trajectory asks for (and what TrajError tracks).
+  tracks = [centroid_track(s) for s in full]
+  dense = [trajectory.dense_maps(shape_masks(s), t) for s, t in zip(full, tracks)]
+  sparse = [trajectory.displacement_maps([t], s.height, s.width, tora.sigma) for s, t in zip(full, tracks)]
+  cache = {
+      name: trajectory.motion_tokens(maps, tora.extractor, patch, encode)
+      for name, maps in (("dense", dense), ("sparse", sparse))
+  }
+  with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    pickle.dump(cache, f)
+  return cache
 
 
 def overlay(base_config, overrides):
@@ -72,7 +118,13 @@ def finetune(base_dir, overrides, workdir):
 
   # The base's latent standardisation, whatever the new clips' statistics: the frozen model
   # reads latents on its own scale.
-  data = training_latents(config, workdir, base.vae, base.vae_params)
+  motion = None
+  if adapter.tora:  # the shapes' tracks, made into motion tokens once
+    cache = latent_cache(config, workdir, base.vae, base.vae_params)
+    data = shapes_data(config, cache)
+    motion = motion_cache(config, workdir, cache["specs"], base)
+  else:
+    data = training_latents(config, workdir, base.vae, base.vae_params)
   data = (data[0], data[1], base.latent_stats, *data[3:])
   state, state_sharding = init_sharded(training.init_state, rng, mesh)
   _, base_sharding = abstract_sharded(training.init_params, rng, mesh)
@@ -80,16 +132,17 @@ def finetune(base_dir, overrides, workdir):
   shardings = batch_sharding(training.batch_shapes, mesh)
   step = sharded_train_step(training.train_step, mesh, state_sharding, shardings, (base_sharding,))
   train_step = lambda s, batch, key: step(s, batch, key, frozen)
-  state = fit_dit(CHECKPOINT_NAME, config, workdir, state, train_step, data, shardings)
+  state = fit_dit(CHECKPOINT_NAME, config, workdir, state, train_step, data, shardings, motion=motion)
   adapted = dataclasses.replace(
-      base, dit_params=adapter.merged(base.dit_params, jax.device_get(state.ema_params))
+      base, config=config, dit_params=adapter.merged(base.dit_params, jax.device_get(state.ema_params))
   )
   summary = {
       "adapter_params": sum(x.size for x in jax.tree.leaves(state.ema_params)),  # the state is the adapter
       "base_params": sum(x.size for x in jax.tree.leaves(base.dit_params)),
   }
   summary["adapter_share"] = summary["adapter_params"] / summary["base_params"]
-  summary.update(evaluate_adapter(base, adapted, workdir, config))
+  evaluate = evaluate_tora if adapter.tora else evaluate_adapter
+  summary.update(evaluate(base, adapted, workdir, config))
   write_json(os.path.join(workdir, EVAL_FILE), summary)
   return summary
 
@@ -128,5 +181,59 @@ def evaluate_adapter(base, adapted, workdir, config):
         "camera": {c: float(np.mean([x[0] == c for x in scores])) for c in ("zoom_in",)},
         "colour_accuracy": float(np.mean([x[1] for x in scores])),
         "direction_accuracy": float(np.mean([x[2] for x in scores])),
+    }
+  return report
+
+
+def evaluate_tora(base, adapted, workdir, config):
+  """Trajectory control on the held-out (colour, shape) prompts, each asked to follow a curved
+  path of its own (Bezier, zig-zag, circle, stop in turn; paths no training video has), its
+  caption naming no direction, over `sample.adapter_eval_seeds` seeds: TrajError (the generated
+  shape's centroid from the asked point, per frame, / min(H, W)) and colour, with the adapter
+  and the trajectory, and with the base alone (no control). Seed 0's videos, the asked path
+  drawn on, go to workdir/samples/{base,adapter}/."""
+  s = config.sample
+  prompts = eval_prompts(num_frames=s.num_frames, height=s.height, width=s.width)
+  radius = 0.17 * min(s.height, s.width)
+  kinds = TRACKS[1:]
+  paths = [
+      curved_path(
+          kinds[i % len(kinds)], np.random.default_rng([7919, i]), s.num_frames, s.height, s.width, radius
+      )
+      for i in range(len(prompts))
+  ]
+  report = {}
+  for name, pipe in (("base", base), ("adapter", adapted)):
+    scores = []
+    for seed in range(s.adapter_eval_seeds):
+      requests = [
+          Request(
+              f"a {p['colour']} {p['shape']} moves",
+              s.num_frames,
+              s.height,
+              s.width,
+              seed=(seed, i),
+              trajectories=(path,) if name == "adapter" else (),
+          )
+          for i, (p, path) in enumerate(zip(prompts, paths))
+      ]
+      videos = pipe.sample(requests, steps=s.steps, guidance=s.guidance, seed=seed)
+      for i, (p, path, video) in enumerate(zip(prompts, paths, videos)):
+        if seed == 0 and jax.process_index() == 0:
+          write_video(
+              os.path.join(workdir, "samples", name, f"{i:02d}_{p['colour']}_{p['shape']}.mp4"),
+              trajectory.draw_tracks(video, [path]),
+              fps=s.fps,
+          )
+        error, seen = trajectory_error(video, p["colour"], path)
+        colour = dominant_colour(detect_colours(video)) == p["colour"]
+        scores.append((error, seen, colour))
+    errors = [x[0] for x in scores if not np.isnan(x[0])]
+    report[name] = {
+        "videos": len(scores),
+        "trajectory_error": float(np.mean(errors)) if errors else None,  # None: never seen
+        "trajectory_error_per_video": [None if np.isnan(x[0]) else round(x[0], 4) for x in scores],
+        "frames_seen": float(np.mean([x[1] for x in scores])),
+        "colour_accuracy": float(np.mean([x[2] for x in scores])),
     }
   return report

@@ -1,0 +1,66 @@
+"""Tora's motion path inside the DiT: per-token motion features and the motion-guidance fuser.
+
+`MotionExtractor` turns each token's motion input (data/trajectory.py's motion tokens, zeros for
+an example without a trajectory) into a feature of the model's width; every block's
+`MotionFuser` then applies adaptive normalisation, Tora's best of its three fusers:
+
+  h <- h + GN(h) * gamma(m) + beta(m)
+
+on the block's self-attention input, after its norm and adaLN modulation. gamma and beta come
+from zero-initialised layers, so at init the model is the base exactly; no layer has a bias,
+so a token with zero motion input is left exactly as the base has it, whatever the training.
+Everything is per token: a packed row mixing examples with and without trajectories gives each
+what it gives alone.
+"""
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from sora_jax.nn.layers import XAVIER, named
+
+GROUPS = 32  # GroupNorm's groups over the width (fewer where the width has no 32 divisor)
+
+
+def group_norm(h, groups):
+  """Per-token GroupNorm without affine: each token's channels in `groups` groups, normalised
+  (flax's nn.GroupNorm pools over every non-batch axis: here over the tokens of other examples)."""
+  shape = h.shape
+  g = h.astype(jnp.float32).reshape(*shape[:-1], groups, shape[-1] // groups)
+  g = (g - g.mean(-1, keepdims=True)) * jnp.reciprocal(jnp.sqrt(g.var(-1, keepdims=True) + 1e-6))
+  return g.reshape(shape).astype(h.dtype)
+
+
+def _dense(features, axes, dtype, name, init=XAVIER):
+  return nn.Dense(features, use_bias=False, dtype=dtype, kernel_init=named(init, axes), name=name)
+
+
+class MotionExtractor(nn.Module):
+  """Motion tokens [B, L, D] -> features [B, L, width]: a (strided causal 3D conv, as a Dense on
+  each token's volume) then an MLP; shared by every block's fuser."""
+
+  width: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, motion):
+    h = _dense(self.width, ("patch", "embed"), self.dtype, "embed")(motion.astype(self.dtype))
+    return _dense(self.width, ("mlp", "embed"), self.dtype, "mlp")(nn.silu(h))
+
+
+class MotionFuser(nn.Module):
+  """One block's adaptive norm: h + GN(h) * gamma + beta, gamma and beta from the motion feature
+  (zero-initialised: the identity at init)."""
+
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, feature):
+    width = h.shape[-1]
+    mod = _dense(2 * width, ("embed", "modulation"), self.dtype, "gamma_beta", nn.initializers.zeros)(
+        nn.silu(feature)
+    )
+    gamma, beta = jnp.split(mod, 2, axis=-1)
+    return h + group_norm(h, math.gcd(GROUPS, width)) * gamma + beta
