@@ -36,25 +36,27 @@ def test_displacement_maps_of_known_points():
   track = np.array([[10.0, 10.0], [10.0, 12.0], [13.0, 12.0]], np.float32)  # (y, x) per frame
   maps = trajectory.displacement_maps([track], h, w, sigma=0.1)
   unit = trajectory.MOTION_UNIT * 40
-  np.testing.assert_array_equal(maps[0], 0.0)  # frame 0 moves nowhere
-  # Written at the previous position, peak-normalised: the move itself there, (dy, dx).
-  np.testing.assert_allclose(maps[1, 10, 10], [0.0, 2.0 / unit], rtol=1e-6)
-  np.testing.assert_allclose(maps[2, 10, 12], [3.0 / unit, 0.0], rtol=1e-6)
+  # Each frame's move out of it, written where the point is (peak-normalised: the move itself
+  # there), (dy, dx); the last frame repeats the move into it.
+  np.testing.assert_allclose(maps[0, 10, 10], [0.0, 2.0 / unit], rtol=1e-6)
+  np.testing.assert_allclose(maps[1, 10, 12], [3.0 / unit, 0.0], rtol=1e-6)
+  np.testing.assert_allclose(maps[2, 13, 12], [3.0 / unit, 0.0], rtol=1e-6)
   # One std (0.1 x 40 = 4 pixels) away: exp(-1/2) of it.
-  np.testing.assert_allclose(maps[1, 14, 10], [0.0, 2.0 / unit * np.exp(-0.5)], rtol=1e-5)
+  np.testing.assert_allclose(maps[0, 14, 10], [0.0, 2.0 / unit * np.exp(-0.5)], rtol=1e-5)
   two = trajectory.displacement_maps([track, track], h, w, sigma=0.1)
   np.testing.assert_allclose(two, 2 * maps)  # tracks add up
+  still = trajectory.displacement_maps([track[:1]], h, w, sigma=0.1)
+  assert still.shape == (1, h, w, 2) and not still.any()  # one frame: no move
 
 
-def test_dense_flow_covers_the_shape_at_its_previous_frame():
+def test_dense_flow_covers_the_shape_where_it_is():
   spec = synthetic.make_spec("red", "square", "right", num_frames=5, height=32, width=32)
   masks = synthetic.shape_masks(spec)
   maps = trajectory.dense_maps(masks, synthetic.track(spec))
   step = synthetic.track(spec)[1] - synthetic.track(spec)[0]  # a square's centroid is its centre
-  np.testing.assert_allclose(
-      maps[1][masks[0]], np.broadcast_to(step / (0.05 * 32), (masks[0].sum(), 2)), rtol=1e-5
-  )
-  assert not maps[1][~masks[0]].any() and not maps[0].any()
+  for t in (0, 4):
+    np.testing.assert_allclose(maps[t][masks[t]], np.broadcast_to(step / (0.05 * 32), (masks[t].sum(), 2)), rtol=1e-5)
+    assert not maps[t][~masks[t]].any()
 
 
 def test_conv_tokens_are_causal_latent_groups():
@@ -226,6 +228,21 @@ def test_finetune_tora_and_sample_along_a_trajectory(tmp_path, capsys):
   run(["sora-jax", *sample, f"--adapter={ft}", f"--trajectory={traj}", "--draw_trajectory"])
   video = read_video(str(out))
   assert video.shape == (5, 16, 16, 3)
+  # An export carries the adapter's modules and settings: its samples along the path are the same.
+  exported, a, b = tmp_path / "export", tmp_path / "a.gif", tmp_path / "b.gif"
+  run(["sora-jax", "export", f"--workdir={base}", f"--adapter={ft}", f"--output={exported}"])
+  run(
+      [
+          "sora-jax",
+          "sample",
+          f"--model={exported}",
+          "--prompt=a red circle moves",
+          f"--output={a}",
+          f"--trajectory={traj}",
+      ]
+  )
+  run(["sora-jax", *sample[:-1], f"--output={b}", f"--adapter={ft}", f"--trajectory={traj}"])
+  assert a.read_bytes() == b.read_bytes()
   capsys.readouterr()  # the runs' progress
   for argv, message in (
       ([f"--trajectory={traj}"], "a trajectory needs a Tora adapter"),

@@ -1,8 +1,8 @@
 """Tora (Zhang et al., 2024): trajectory control added to a frozen DiT.
 
-  sora-jax train --config=configs/shapes.py --workdir=runs/base
-  sora-jax finetune --base=runs/base --config=configs/finetune/tora.py --workdir=runs/tora
-  sora-jax sample --workdir=runs/base --adapter=runs/tora --prompt="a red circle moves" \\
+  sora-jax train --config=configs/shapes.py --workdir=runs/shapes
+  sora-jax finetune --base=runs/shapes --config=configs/finetune/tora.py --workdir=runs/tora
+  sora-jax sample --workdir=runs/shapes --adapter=runs/tora --prompt="a red circle moves" \\
       --trajectory=docs/examples/trajectory.json --draw_trajectory --output=tora.mp4
 
 The clips are the shapes moving along Bezier curves, zig-zags, circles and lines with a stop,

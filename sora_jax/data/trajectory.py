@@ -3,8 +3,8 @@
   traj.json: {"trajectories": [[[x, y], ...], ...]} (or the list alone, or one list of points),
   pixel coordinates of the output, x to the right and y down
     -> tracks: each interpolated to one (y, x) centre per frame (`read_trajectories`)
-    -> displacement maps [T, H, W, 2]: at frame t the move p[t] - p[t-1], written around
-       p[t-1] with a peak-normalised Gaussian (`displacement_maps`; frame 0 moves nowhere)
+    -> displacement maps [T, H, W, 2]: on frame t the move p[t+1] - p[t], written around p[t]
+       (the move's previous position) with a peak-normalised Gaussian (`displacement_maps`)
     -> motion tokens [n, D] on the DiT's token grid, by one of two extractors (`motion_tokens`):
        "vae": the maps as a flow-coloured video (`flow_video`) encoded by the frozen video VAE,
        as Tora does, then patchified like the latents; "conv": the maps themselves, average
@@ -90,31 +90,38 @@ def _is_point(p):
   )
 
 
+def moves(track):
+  """A track's move out of each frame, [T, 2]: p[t+1] - p[t] (the optical-flow convention: frame
+  t's flow leads to frame t + 1, at where the point is on frame t), the last frame repeating the
+  move into it; zeros for a single frame. Each frame's map so marks where the point is, frame 0
+  included."""
+  track = np.asarray(track, np.float32)
+  step = np.diff(track, axis=0)
+  return np.concatenate([step, step[-1:]]) if len(step) else np.zeros_like(track)
+
+
 def displacement_maps(tracks, height, width, sigma):
-  """Tracks (each [T, 2], (y, x) pixels) -> float32 [T, H, W, 2] (dy, dx) in MOTION_UNITs: at frame
-  t >= 1 each track's move p[t] - p[t-1], spread around p[t-1] by a Gaussian of peak 1 and
-  std sigma x min(H, W); tracks add up."""
+  """Tracks (each [T, 2], (y, x) pixels) -> float32 [T, H, W, 2] (dy, dx) in MOTION_UNITs: on frame
+  t each track's move out of it (`moves`), spread around its point p[t] (the move's previous
+  position) by a Gaussian of peak 1 and std sigma x min(H, W); tracks add up."""
   size = min(height, width)
   num_frames = len(tracks[0]) if tracks else 1
   maps = np.zeros((num_frames, height, width, 2), np.float32)
   y, x = np.mgrid[:height, :width].astype(np.float32)
   for track in tracks:
-    track = np.asarray(track, np.float32)
-    for t in range(1, len(track)):
-      (py, px), move = track[t - 1], track[t] - track[t - 1]
+    for t, ((py, px), move) in enumerate(zip(np.asarray(track, np.float32), moves(track))):
       spread = np.exp(-((y - py) ** 2 + (x - px) ** 2) / (2 * (sigma * size) ** 2))
       maps[t] += spread[..., None] * (move / (MOTION_UNIT * size))
   return maps
 
 
 def dense_maps(masks, track):
-  """The dense flow of one moving shape: at frame t >= 1 its move p[t] - p[t-1] (MOTION_UNITs) on
-  every pixel of its mask at frame t - 1. masks: bool [T, H, W]; track: [T, 2] (y, x)."""
-  track = np.asarray(track, np.float32)
+  """The dense flow of one moving shape: on frame t its move out of it (`moves`, MOTION_UNITs) on
+  every pixel of its mask there. masks: bool [T, H, W]; track: [T, 2] (y, x)."""
   size = min(masks.shape[1:])
   maps = np.zeros(masks.shape + (2,), np.float32)
-  for t in range(1, len(track)):
-    maps[t][masks[t - 1]] = (track[t] - track[t - 1]) / (MOTION_UNIT * size)
+  for t, move in enumerate(moves(track)):
+    maps[t][masks[t]] = move / (MOTION_UNIT * size)
   return maps
 
 

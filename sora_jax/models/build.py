@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.data.packing import empty_batch
+from sora_jax.data.trajectory import motion_dim
 
 from sora_jax.models.dit import DiT
 from sora_jax.models.text import HashedWordEncoder, tokenize
@@ -53,7 +54,9 @@ def build_dit(config):
 
 def dit_param_shapes(config):
   """The DiT's parameter tree as ShapeDtypeStructs (nothing is computed or allocated)."""
-  x = empty_batch(1, 8, 1, patch_dim(config), config.model.text.max_len, text_dim(config))
+  # A Tora adapter's modules are the DiT's when merged in (an export of it): traced with motion.
+  motion = motion_dim(config) if config.adapter.kind == "tora" else None
+  x = empty_batch(1, 8, 1, patch_dim(config), config.model.text.max_len, text_dim(config), motion_dim=motion)
   t = jnp.zeros(x["grid"].shape[:2])
   args = (x["tokens"], x["segment_ids"], x["positions"], x["cond_mask"], t, *condition_inputs(x))
   init = lambda: build_dit(config).init(jax.random.key(0), *args)["params"]
