@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from sora_jax.adapters import Adapter, join, new_params
+from sora_jax.adapters import Adapter, Tora, join, new_params
 from sora_jax.cli import run
 from sora_jax.config import ConfigError
 from sora_jax.data import synthetic, trajectory
@@ -55,7 +55,9 @@ def test_dense_flow_covers_the_shape_where_it_is():
   maps = trajectory.dense_maps(masks, synthetic.track(spec))
   step = synthetic.track(spec)[1] - synthetic.track(spec)[0]  # a square's centroid is its centre
   for t in (0, 4):
-    np.testing.assert_allclose(maps[t][masks[t]], np.broadcast_to(step / (0.05 * 32), (masks[t].sum(), 2)), rtol=1e-5)
+    np.testing.assert_allclose(
+        maps[t][masks[t]], np.broadcast_to(step / (0.05 * 32), (masks[t].sum(), 2)), rtol=1e-5
+    )
     assert not maps[t][~masks[t]].any()
 
 
@@ -127,6 +129,16 @@ def test_fuser_is_the_identity_at_init_and_for_zero_motion(scan):
   y_zero = model.apply({"params": join(base, moved)}, *model_inputs(batch, t), None, 0 * batch["motion"])
   assert float(np.abs(np.asarray(y_moved - y_base)).max()) > 1e-3
   np.testing.assert_array_equal(np.asarray(y_zero), np.asarray(y_base))  # no motion: the base exactly
+  # The adapter's weight scales the fusers' gamma and beta: 0 turns the control off.
+  tora = Adapter("tora", tora=Tora("conv", 0.06, 0.5))
+  off = model.apply({"params": tora.merged(base, moved, 0.0)}, *model_inputs(batch, t), None, batch["motion"])
+  np.testing.assert_array_equal(np.asarray(off), np.asarray(y_base))
+  np.testing.assert_array_equal(
+      np.asarray(
+          model.apply({"params": tora.merged(base, moved)}, *model_inputs(batch, t), None, batch["motion"])
+      ),
+      np.asarray(y_moved),
+  )
 
 
 def test_packed_with_and_without_trajectories_equals_each_alone():

@@ -20,6 +20,6 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.adapter = dict(kind="tora", extractor="vae", sigma=0.06, dense_share=0.5)
   c.data = dict(tracks=("bezier", "zigzag", "circle", "stop"), num_examples=600)
-  c.train = dict(steps=2000, lr=1e-3, warmup=50, checkpoint_every=500)
+  c.train = dict(steps=6000, lr=1e-3, warmup=50, checkpoint_every=1000)
   c.sample = dict(adapter_eval_seeds=3)  # held-out prompts x seeds, with the adapter and without
   return ml_collections.ConfigDict(c)
