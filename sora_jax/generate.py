@@ -382,8 +382,13 @@ class Pipeline:
 
   def _sample(self, batch, steps, guidance):
     b = with_text_embeds(self.config, {k: jnp.asarray(v) for k, v in batch.items()})
-    # Guidance is by caption alone: the unconditional pass keeps the trajectory (as Tora samples).
-    null = (*null_text(self.config, b["text_ids"].shape), b.get("motion"))
+    # The unconditional pass of guidance: without the caption, and (sample.trajectory_guidance
+    # "joint") without the trajectory too, zero motion tokens being the base's own model; with
+    # "caption" it keeps the trajectory, so guidance pushes towards the caption alone.
+    motion = b.get("motion")
+    if motion is not None and self.config.sample.trajectory_guidance == "joint":
+      motion = jnp.zeros_like(motion)
+    null = (*null_text(self.config, b["text_ids"].shape), motion)
     return self._sampler(steps, guidance)(self.dit_params, b, null)
 
   def _sampler(self, steps, guidance):

@@ -38,15 +38,18 @@ def test_displacement_maps_of_known_points():
   unit = trajectory.MOTION_UNIT * 40
   # Each frame's move out of it, written where the point is (peak-normalised: the move itself
   # there), (dy, dx); the last frame repeats the move into it.
-  np.testing.assert_allclose(maps[0, 10, 10], [0.0, 2.0 / unit], rtol=1e-6)
-  np.testing.assert_allclose(maps[1, 10, 12], [3.0 / unit, 0.0], rtol=1e-6)
-  np.testing.assert_allclose(maps[2, 13, 12], [3.0 / unit, 0.0], rtol=1e-6)
+  # The third channel, presence: the Gaussian itself, 1 at the point.
+  np.testing.assert_allclose(maps[0, 10, 10], [0.0, 2.0 / unit, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(maps[1, 10, 12], [3.0 / unit, 0.0, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(maps[2, 13, 12], [3.0 / unit, 0.0, 1.0], rtol=1e-6)
   # One std (0.1 x 40 = 4 pixels) away: exp(-1/2) of it.
-  np.testing.assert_allclose(maps[0, 14, 10], [0.0, 2.0 / unit * np.exp(-0.5)], rtol=1e-5)
+  np.testing.assert_allclose(maps[0, 14, 10], np.array([0.0, 2.0 / unit, 1.0]) * np.exp(-0.5), rtol=1e-5)
   two = trajectory.displacement_maps([track, track], h, w, sigma=0.1)
-  np.testing.assert_allclose(two, 2 * maps)  # tracks add up
+  np.testing.assert_allclose(two[..., :2], 2 * maps[..., :2])  # moves add up; presence is the largest
+  np.testing.assert_allclose(two[..., 2], maps[..., 2])
   still = trajectory.displacement_maps([track[:1]], h, w, sigma=0.1)
-  assert still.shape == (1, h, w, 2) and not still.any()  # one frame: no move
+  assert still.shape == (1, h, w, 3) and not still[..., :2].any()  # one frame: no move, but placed
+  assert still[0, 10, 10, 2] == 1.0
 
 
 def test_dense_flow_covers_the_shape_where_it_is():
@@ -55,26 +58,27 @@ def test_dense_flow_covers_the_shape_where_it_is():
   maps = trajectory.dense_maps(masks, synthetic.track(spec))
   step = synthetic.track(spec)[1] - synthetic.track(spec)[0]  # a square's centroid is its centre
   for t in (0, 4):
-    np.testing.assert_allclose(
-        maps[t][masks[t]], np.broadcast_to(step / (0.05 * 32), (masks[t].sum(), 2)), rtol=1e-5
-    )
+    expected = np.broadcast_to([*(step / (0.05 * 32)), 1.0], (masks[t].sum(), 3))
+    np.testing.assert_allclose(maps[t][masks[t]], expected, rtol=1e-5)
     assert not maps[t][~masks[t]].any()
 
 
 def test_conv_tokens_are_causal_latent_groups():
-  maps = np.zeros((9, 16, 16, 2), np.float32)
+  maps = np.zeros((9, 16, 16, 3), np.float32)
   maps[5:] = 1.0  # frames 5..8: the third latent group (frames 5-8) only
   tokens = trajectory.conv_tokens(maps, (1, 2, 2))
-  assert tokens.shape == (3 * 1 * 1, 4 * 4 * 4 * 2)  # grid (3, 1, 1): 4 frames x 4 x 4 pooled x 2
+  assert tokens.shape == (3 * 1 * 1, 4 * 4 * 4 * 3)  # grid (3, 1, 1): 4 frames x 4 x 4 pooled x 3
   assert not tokens[0].any() and not tokens[1].any() and (tokens[2] == 1.0).all()
 
 
 def test_flow_video_is_white_at_rest_and_hued_by_direction():
-  maps = np.zeros((2, 8, 8, 2), np.float32)
-  maps[1, :, :4] = (0.0, 10.0)  # right: red
-  maps[1, :, 4:] = (-10.0, 0.0)  # up: hue 1/4 (chartreuse)
+  maps = np.zeros((2, 8, 8, 3), np.float32)
+  maps[1, :, :4] = (0.0, 10.0, 0.0)  # right: red
+  maps[1, :, 4:] = (-10.0, 0.0, 0.0)  # up: hue 1/4 (chartreuse)
+  maps[0, 0, 0, 2] = 1.0  # a point at rest: grey
   video = trajectory.flow_video(maps)
-  assert (video[0] == 255).all()
+  assert (video[0, 1:] == 255).all()
+  np.testing.assert_array_equal(video[0, 0, 0], [128, 128, 128])
   np.testing.assert_array_equal(video[1, 0, 0], [255, 0, 0])
   np.testing.assert_array_equal(video[1, 0, 7], [128, 255, 0])
 

@@ -3,8 +3,9 @@
   traj.json: {"trajectories": [[[x, y], ...], ...]} (or the list alone, or one list of points),
   pixel coordinates of the output, x to the right and y down
     -> tracks: each interpolated to one (y, x) centre per frame (`read_trajectories`)
-    -> displacement maps [T, H, W, 2]: on frame t the move p[t+1] - p[t], written around p[t]
-       (the move's previous position) with a peak-normalised Gaussian (`displacement_maps`)
+    -> displacement maps [T, H, W, 3]: on frame t the move p[t+1] - p[t], written around p[t]
+       (the move's previous position) with a peak-normalised Gaussian, and that Gaussian as a
+       presence channel (`displacement_maps`)
     -> motion tokens [n, D] on the DiT's token grid, by one of two extractors (`motion_tokens`):
        "vae": the maps as a flow-coloured video (`flow_video`) encoded by the frozen video VAE,
        as Tora does, then patchified like the latents; "conv": the maps themselves, average
@@ -27,6 +28,9 @@ EXTRACTORS = ("vae", "conv")
 # Displacements are given in units of this fraction of min(H, W) per frame: a quick shapes move
 # (0.034) is about 0.7, so the maps and their tokens are O(1).
 MOTION_UNIT = 0.05
+# Map channels: the move (dy, dx) and presence. A point at rest moves nowhere, so its move alone
+# says nothing of where it is (Tora's maps are the move alone): presence keeps it placed.
+CHANNELS = 3
 POOL = 4  # the conv extractor's average pooling of the maps (of the 8 pixels a latent spans)
 _FLOW_SATURATION = 1.5  # flow video: a move of this many units (3.6 px a frame at 48) is fully saturated
 
@@ -49,9 +53,7 @@ def read_trajectories(path, num_frames, height, width):
   except OSError as e:
     raise ConfigError(f"--trajectory={path}: cannot read it ({e.strerror})") from None
   except json.JSONDecodeError as e:
-    raise ConfigError(
-        f"--trajectory={path}: not JSON ({e})"
-    ) from None
+    raise ConfigError(f"--trajectory={path}: not JSON ({e})") from None
   if isinstance(data, dict):
     if "trajectories" not in data:
       raise ConfigError(f'--trajectory={path}: no "trajectories" key (a list of [[x, y], ...] point lists)')
@@ -101,50 +103,53 @@ def moves(track):
 
 
 def displacement_maps(tracks, height, width, sigma):
-  """Tracks (each [T, 2], (y, x) pixels) -> float32 [T, H, W, 2] (dy, dx) in MOTION_UNITs: on frame
+  """Tracks (each [T, 2], (y, x) pixels) -> float32 [T, H, W, 3]: (dy, dx) in MOTION_UNITs, on frame
   t each track's move out of it (`moves`), spread around its point p[t] (the move's previous
-  position) by a Gaussian of peak 1 and std sigma x min(H, W); tracks add up."""
+  position) by a Gaussian of peak 1 and std sigma x min(H, W), tracks adding up; and presence,
+  that Gaussian itself (the largest over tracks): where a point is even when it does not move."""
   size = min(height, width)
   num_frames = len(tracks[0]) if tracks else 1
-  maps = np.zeros((num_frames, height, width, 2), np.float32)
+  maps = np.zeros((num_frames, height, width, CHANNELS), np.float32)
   y, x = np.mgrid[:height, :width].astype(np.float32)
   for track in tracks:
     for t, ((py, px), move) in enumerate(zip(np.asarray(track, np.float32), moves(track))):
       spread = np.exp(-((y - py) ** 2 + (x - px) ** 2) / (2 * (sigma * size) ** 2))
-      maps[t] += spread[..., None] * (move / (MOTION_UNIT * size))
+      maps[t, ..., :2] += spread[..., None] * (move / (MOTION_UNIT * size))
+      maps[t, ..., 2] = np.maximum(maps[t, ..., 2], spread)
   return maps
 
 
 def dense_maps(masks, track):
-  """The dense flow of one moving shape: on frame t its move out of it (`moves`, MOTION_UNITs) on
-  every pixel of its mask there. masks: bool [T, H, W]; track: [T, 2] (y, x)."""
+  """The dense flow of one moving shape: on frame t its move out of it (`moves`, MOTION_UNITs) and
+  presence 1 on every pixel of its mask there. masks: bool [T, H, W]; track: [T, 2] (y, x)."""
   size = min(masks.shape[1:])
-  maps = np.zeros(masks.shape + (2,), np.float32)
+  maps = np.zeros(masks.shape + (CHANNELS,), np.float32)
   for t, move in enumerate(moves(track)):
-    maps[t][masks[t]] = move / (MOTION_UNIT * size)
+    maps[t][masks[t]] = (*(move / (MOTION_UNIT * size)), 1.0)
   return maps
 
 
 def flow_video(maps):
-  """Maps [T, H, W, 2] -> uint8 [T, H, W, 3]: hue the direction, saturation the speed (white: no
-  move), the flow colouring Tora gives its VAE."""
+  """Maps [T, H, W, 3] -> uint8 [T, H, W, 3]: hue the direction, saturation the speed (white: no
+  move), the flow colouring Tora gives its VAE, darkened to half where a point is (presence)."""
   dy, dx = maps[..., 0], maps[..., 1]
   hue = (np.arctan2(-dy, dx) / (2 * np.pi)) % 1.0
   sat = np.clip(np.hypot(dy, dx) / _FLOW_SATURATION, 0.0, 1.0)
   # HSV -> RGB at value 1: each channel 1 - sat * clip(2 - |hue sector distance|, 0, 1).
   k = (np.array([5.0, 3.0, 1.0]) + hue[..., None] * 6.0) % 6.0
   rgb = 1.0 - sat[..., None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+  rgb *= 1.0 - 0.5 * maps[..., 2:3]
   return (rgb * 255.0).round().astype(np.uint8)
 
 
 def conv_tokens(maps, patch):
-  """Maps [T, H, W, 2] -> [n, D]: each token's causal pixel volume of the maps (its latent
+  """Maps [T, H, W, 3] -> [n, D]: each token's causal pixel volume of the maps (its latent
   group's frames, frame 0's group padded in front with 3 still frames; average pooled POOL x
   POOL), flattened in patchify's token order."""
   pt, ph, pw = patch
   t, h, w, _ = maps.shape
-  frames = np.concatenate([np.zeros((VAE_TEMPORAL - 1, h, w, 2), np.float32), maps])
-  pooled = frames.reshape(len(frames), h // POOL, POOL, w // POOL, POOL, 2).mean((2, 4))
+  frames = np.concatenate([np.zeros((VAE_TEMPORAL - 1, h, w, CHANNELS), np.float32), maps])
+  pooled = frames.reshape(len(frames), h // POOL, POOL, w // POOL, POOL, CHANNELS).mean((2, 4))
   return patchify(pooled, (VAE_TEMPORAL * pt, VAE_SPATIAL * ph // POOL, VAE_SPATIAL * pw // POOL))
 
 
@@ -153,11 +158,11 @@ def motion_dim(config):
   pt, ph, pw = config.model.patch
   if config.adapter.extractor == "vae":
     return pt * ph * pw * config.vae.latent_channels
-  return VAE_TEMPORAL * pt * (VAE_SPATIAL * ph // POOL) * (VAE_SPATIAL * pw // POOL) * 2
+  return VAE_TEMPORAL * pt * (VAE_SPATIAL * ph // POOL) * (VAE_SPATIAL * pw // POOL) * CHANNELS
 
 
 def motion_tokens(maps_list, extractor, patch, encode):
-  """Motion tokens [n_i, motion_dim] of each maps [T_i, H_i, W_i, 2]. encode(videos) -> their
+  """Motion tokens [n_i, motion_dim] of each maps [T_i, H_i, W_i, 3]. encode(videos) -> their
   standardised latents (the frozen VAE; "vae" only), batched by the caller's choice."""
   if extractor == "conv":
     return [conv_tokens(m, patch) for m in maps_list]
