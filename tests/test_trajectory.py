@@ -2,7 +2,9 @@
 error, the fuser's identity at init, packed equals alone with trajectories, and `sora-jax
 finetune` / `sample --trajectory` with their one-line errors."""
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import flax.linen as nn
@@ -10,12 +12,13 @@ import jax
 import numpy as np
 import pytest
 
-from sora_jax.adapters import Adapter, Tora, join, new_params
+from sora_jax.adapters import Adapter, Tora, apply_adapters, join, new_params
 from sora_jax.cli import run
 from sora_jax.config import ConfigError
 from sora_jax.data import synthetic, trajectory
 from sora_jax.data.video_io import read_video
 from sora_jax.evaluation.shapes import trajectory_error
+from sora_jax.generate import Pipeline, Request
 from sora_jax.models.motion import group_norm
 from sora_jax.train.checkpoint import Checkpointer
 from tests.helpers import init_params, model_inputs, packed, random_example, tiny_dit
@@ -207,6 +210,10 @@ def test_tora_adapter_settings_are_checked():
     with pytest.raises(ConfigError, match=message):
       validate(bad)
   bad = c.copy_and_resolve_references()
+  bad.sample.trajectory_guidance = "motion"
+  with pytest.raises(ConfigError, match="sample.trajectory_guidance='motion'; choose joint or caption"):
+    validate(bad)
+  bad = c.copy_and_resolve_references()
   bad.data.latents = "/somewhere"
   with pytest.raises(ConfigError, match="data.latents / data.clips carry no tracks"):
     validate(bad)
@@ -259,6 +266,23 @@ def test_finetune_tora_and_sample_along_a_trajectory(tmp_path, capsys):
   )
   run(["sora-jax", *sample[:-1], f"--output={b}", f"--adapter={ft}", f"--trajectory={traj}"])
   assert a.read_bytes() == b.read_bytes()
+  # Guidance's unconditional pass drops the trajectory ("joint") or keeps it ("caption"); a
+  # request without one samples as the base does.
+  pipe = apply_adapters(Pipeline.load(str(base)), [str(ft)])
+  # A few tiny steps leave the adaLN gates, the output layer and the fusers near zero: both moved here, so
+  # the trajectory shows in the pixels (the base's gates alike, for the comparison without one).
+  noise = lambda x: 0.3 * np.random.default_rng(0).normal(size=x.shape).astype(np.float32)
+  nudge = lambda path, x: x + noise(x) if re.search("motion_|adaLN|final", jax.tree_util.keystr(path)) else x
+  moved = lambda p: dataclasses.replace(p, dit_params=jax.tree_util.tree_map_with_path(nudge, p.dit_params))
+  pipe = moved(pipe)
+  path = tuple(trajectory.read_trajectories(traj, 5, 16, 16))
+  ask = lambda p, tracks: p.sample(
+      [Request("a red circle moves", 5, 16, 16, trajectories=tracks)], steps=2, guidance=3.0, seed=0
+  )[0]
+  caption_only = dataclasses.replace(pipe, config=pipe.config.copy_and_resolve_references())
+  caption_only.config.sample.trajectory_guidance = "caption"
+  assert not np.array_equal(ask(pipe, path), ask(caption_only, path))
+  np.testing.assert_array_equal(ask(pipe, ()), ask(moved(Pipeline.load(str(base))), ()))
   capsys.readouterr()  # the runs' progress
   for argv, message in (
       ([f"--trajectory={traj}"], "a trajectory needs a Tora adapter"),
