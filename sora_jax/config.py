@@ -198,7 +198,7 @@ def default_config():
   c.sample.adapter_eval_seeds = 3  # finetune: seeds of the held-out prompts, with and without the adapter
   c.sample.first_frame = "joint"  # joint (one pass) | image | video: where frame 0 comes from
   # With a trajectory (Tora): the unconditional pass of guidance drops it with the caption
-  # ("joint") or keeps it ("caption"); joint measured 0.072 against 0.090 TrajError (benchmarks).
+  # ("joint") or keeps it ("caption"); joint: TrajError 0.072 against 0.090 (docs/benchmarks.md).
   c.sample.trajectory_guidance = "joint"
   c.sample.eval_modes = "all"  # prompting modes the evaluation scores besides text-to-video
   return c

@@ -163,22 +163,10 @@ def sample_spec(
     start.append(float(rng.uniform(lo, hi)) if lo <= hi else (size - 1 - d) / 2)
   background = BACKGROUNDS[int(rng.random() < textured)]
   kind = str(rng.choice(tracks)) if len(tracks) > 1 else tracks[0]
-  if kind != "line":
-    path = curved_path(kind, rng, max(frames), height, width, radius)
-    return ShapeSpec(
-        colour,
-        shape,
-        "",
-        "",
-        background,
-        num_frames,
-        height,
-        width,
-        tuple(path[0]),
-        radius,
-        int(rng.integers(2**31)),
-        path=tuple(map(tuple, path.tolist())),
-    )
+  path = ()
+  if kind != "line":  # a path the caption does not name: no direction or speed
+    curve = curved_path(kind, rng, max(frames), height, width, radius)
+    direction, speed, start, path = "", "", curve[0], tuple(map(tuple, curve.tolist()))
   return ShapeSpec(
       colour,
       shape,
@@ -188,9 +176,10 @@ def sample_spec(
       num_frames,
       height,
       width,
-      (start[0], start[1]),
+      (float(start[0]), float(start[1])),
       radius,
       int(rng.integers(2**31)),
+      path=path,
   )
 
 
