@@ -88,7 +88,6 @@ class Tora:
 
   extractor: str
   sigma: float
-  dense_share: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +106,7 @@ class Adapter:
     if not a["kind"]:
       return None
     if a["kind"] == "tora":
-      return cls("tora", tora=Tora(a["extractor"], float(a["sigma"]), float(a["dense_share"])))
+      return cls("tora", tora=Tora(a["extractor"], float(a["sigma"])))
     spec = lora_lib.LoraSpec(a["rank"], float(a["alpha"]), tuple(a["targets"]), tuple(a["block_patterns"]))
     return cls(a["kind"], spec)
 
@@ -263,7 +262,7 @@ def apply_adapters(pipe, flags):
     params = adapter.merged(params, extra, weight)
     if adapter.tora:  # sampling then takes trajectories, made into tokens as this adapter's were
       config = pipe.config.copy_and_resolve_references()
-      for key in ("kind", "extractor", "sigma", "dense_share"):
+      for key in ("kind", "extractor", "sigma"):
         config.adapter[key] = meta["adapter"][key]
       pipe = dataclasses.replace(pipe, config=config)
   return dataclasses.replace(pipe, dit_params=params)

@@ -137,7 +137,7 @@ def test_fuser_is_the_identity_at_init_and_for_zero_motion(scan):
   assert float(np.abs(np.asarray(y_moved - y_base)).max()) > 1e-3
   np.testing.assert_array_equal(np.asarray(y_zero), np.asarray(y_base))  # no motion: the base exactly
   # The adapter's weight scales the fusers' gamma and beta: 0 turns the control off.
-  tora = Adapter("tora", tora=Tora("conv", 0.06, 0.5))
+  tora = Adapter("tora", tora=Tora("conv", 0.06))
   off = model.apply({"params": tora.merged(base, moved, 0.0)}, *model_inputs(batch, t), None, batch["motion"])
   np.testing.assert_array_equal(np.asarray(off), np.asarray(y_base))
   np.testing.assert_array_equal(

@@ -7,10 +7,12 @@
 
 The clips are the shapes moving along Bezier curves, zig-zags, circles and lines with a stop,
 their captions naming no direction ("a red circle moves on a plain background"). Each example
-is given its shape's dense flow or its centre's track alone (Tora's two stages, mixed), made
-into motion tokens by the frozen VAE (`--config.adapter.extractor=conv`: a learned strided
-causal 3D conv instead); the extractor and the per-block fusers (models/motion.py) train, the
-base stays frozen. Keys here are laid over the base run's config.
+is given its shape's dense flow or its centroid's track alone (Tora's two stages, mixed), as
+maps of each frame's move and where the point is (data/trajectory.py), made into motion tokens
+by the frozen VAE (`--config.adapter.extractor=conv`: a learned strided causal 3D conv instead);
+the extractor and the per-block fusers (models/motion.py) train, the base stays frozen. On the
+main job: TrajError 0.047 on held-out paths against 0.300 without control, 26 min on 2 CPU cores
+(docs/benchmarks.md, "Tora"). Keys here are laid over the base run's config.
 """
 
 import ml_collections

@@ -14,7 +14,7 @@
        stride = that volume, models/motion.py's first layer).
 
 Training draws, per example, the shape's dense flow (every pixel of the shape moves: Tora's first
-stage, optical flow) or its centre's track alone (the second stage, sparse trajectories).
+stage, optical flow) or its centroid's track alone (the second stage, sparse trajectories).
 """
 
 import json
