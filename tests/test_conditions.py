@@ -19,7 +19,7 @@ from sora_jax.data.conditions import (
 from sora_jax.data.synthetic import make_spec, render
 from sora_jax.generate import Given, Request
 from sora_jax.models.build import caption_ids
-from sora_jax.models.patch import grid_positions, patch_grid, patchify
+from sora_jax.models.patch import grid_positions
 from sora_jax import modes
 
 from helpers import tiny_pipeline

@@ -11,7 +11,6 @@ import pytest
 from safetensors.numpy import load_file
 
 from sora_jax.cli import run
-from sora_jax.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 T5_TINY = ROOT / "tests" / "data" / "t5" / "t5_tiny"
