@@ -17,7 +17,7 @@ from sora_jax.cli import run
 from sora_jax.config import ConfigError
 from sora_jax.data import synthetic, trajectory
 from sora_jax.data.video_io import read_video
-from sora_jax.evaluation.shapes import trajectory_error
+from sora_jax.evaluation.shapes import centroids, trajectory_error
 from sora_jax.generate import Pipeline, Request
 from sora_jax.models.motion import group_norm
 from sora_jax.train.checkpoint import Checkpointer
@@ -99,7 +99,7 @@ def test_curved_tracks_stay_in_frame_and_name_no_direction():
           phrase in text for phrase in synthetic.DIRECTION_PHRASES.values() if phrase != "up"
       )
       video = synthetic.render(spec)
-      centres = synthetic.centroid_track(spec)  # a triangle's sits below its box centre
+      centres = centroids(synthetic.shape_masks(spec))  # a triangle's sits below its box centre
       error, seen = trajectory_error(video, spec.colour, centres)
       assert seen == 1.0 and error < 0.01, (kind, error)  # the true video follows its own path
       assert trajectory_error(video, spec.colour, centres[::-1])[0] > error

@@ -304,17 +304,6 @@ def shape_masks(spec: ShapeSpec) -> np.ndarray:
   )
 
 
-def centroid_track(spec: ShapeSpec) -> np.ndarray:
-  """The centroid (y, x) of the shape's pixels per frame, float32 [T, 2]: where a tracker sees it
-  (a triangle's lies r/3 below its box centre, `track`); the point a trajectory asks for."""
-  masks = shape_masks(spec)
-  ys, xs = np.indices(masks.shape[1:])
-  count = masks.sum(axis=(1, 2))
-  return (
-      np.stack([(masks * ys).sum(axis=(1, 2)), (masks * xs).sum(axis=(1, 2))], -1) / count[:, None]
-  ).astype(np.float32)
-
-
 def render(spec: ShapeSpec) -> np.ndarray:
   """uint8 [T, H, W, 3] video of the spec."""
   bg = _background(spec)

@@ -19,6 +19,7 @@ from sora_jax.data.video_io import write_video
 from sora_jax.evaluation.shapes import (
     analyse_video,
     camera_of,
+    centroids,
     detect_colours,
     dominant_colour,
     eval_prompts,
@@ -28,7 +29,7 @@ from sora_jax.evaluation.shapes import (
 )
 from sora_jax.data import trajectory
 from sora_jax.data.latents import encode_videos, standardise
-from sora_jax.data.synthetic import TRACKS, centroid_track, curved_path, shape_masks
+from sora_jax.data.synthetic import TRACKS, curved_path, shape_masks
 from sora_jax.files import atomic_path, write_json
 from sora_jax.generate import CONFIG_FILE, Pipeline, Request, sample_settings
 from sora_jax.models.build import frozen_encoder
@@ -53,7 +54,7 @@ MOTION_CACHE = "motion_cache.pkl"
 
 def motion_cache(config, workdir, specs, base):
   """{"dense": [...], "sparse": [...]}: the motion tokens of each cached example's whole track
-  (examples train on their latent prefix), its shape's dense flow and its centre's track alone
+  (examples train on their latent prefix), its shape's dense flow and its centroid's track alone
   (data/trajectory.py), written once per fine-tune folder."""
   path = os.path.join(workdir, MOTION_CACHE)
   if os.path.exists(path):
@@ -64,9 +65,11 @@ def motion_cache(config, workdir, specs, base):
   encode = lambda videos: [
       standardise(mean, base.latent_stats) for mean, _ in encode_videos(base.vae, base.vae_params, videos)
   ]
-  # The shape's centroid is what a trajectory asks for (and what TrajError tracks).
-  tracks = [centroid_track(s) for s in full]
-  dense = [trajectory.dense_maps(shape_masks(s), t) for s, t in zip(full, tracks)]
+  masks = [shape_masks(s) for s in full]
+  # The shape's pixel centroid is what a trajectory asks for: what TrajError's tracker sees (a
+  # triangle's lies r/3 below its box centre, synthetic.track).
+  tracks = [centroids(m) for m in masks]
+  dense = [trajectory.dense_maps(m, t) for m, t in zip(masks, tracks)]
   sparse = [trajectory.displacement_maps([t], s.height, s.width, tora.sigma) for s, t in zip(full, tracks)]
   cache = {
       name: trajectory.motion_tokens(maps, tora.extractor, patch, encode)
