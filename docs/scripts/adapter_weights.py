@@ -6,10 +6,13 @@ samples showing the learned camera motion, and colour and direction, move with -
 
 import argparse
 import json
+import os
 import tempfile
 
+import ml_collections
+
 from sora_jax.adapters import apply_adapters
-from sora_jax.generate import Pipeline
+from sora_jax.generate import CONFIG_FILE, Pipeline
 from sora_jax.train.finetune_stage import evaluate_adapter
 
 
@@ -21,7 +24,10 @@ def main():
   parser.add_argument("--seeds", type=int, default=3)
   args = parser.parse_args()
   base = Pipeline.load(args.base)
-  config = base.config.copy_and_resolve_references()
+  # The fine-tune's own config (the base's with its keys laid over): its data.colours decide
+  # the prompts' colours, e.g. a new-colour adapter is scored on its new colour.
+  with open(os.path.join(args.adapter, CONFIG_FILE)) as f:
+    config = ml_collections.ConfigDict(json.load(f))
   config.sample.adapter_eval_seeds = args.seeds
   report = {}
   for weight in [float(w) for w in args.weights.split(",")]:
