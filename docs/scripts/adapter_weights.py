@@ -9,11 +9,10 @@ import json
 import os
 import tempfile
 
-import ml_collections
 
 from sora_jax.adapters import apply_adapters
 from sora_jax.generate import CONFIG_FILE, Pipeline
-from sora_jax.train.finetune_stage import evaluate_adapter
+from sora_jax.train.finetune_stage import evaluate_adapter, overlay
 
 
 def main():
@@ -22,13 +21,16 @@ def main():
   parser.add_argument("--adapter", required=True)
   parser.add_argument("--weights", default="1,1.5,2")
   parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--guidance", type=float, default=None, help="default: the run's sample.guidance")
   args = parser.parse_args()
   base = Pipeline.load(args.base)
   # The fine-tune's own config (the base's with its keys laid over): its data.colours decide
   # the prompts' colours, e.g. a new-colour adapter is scored on its new colour.
   with open(os.path.join(args.adapter, CONFIG_FILE)) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = overlay(base.config, json.load(f))  # on the base's: keys newer than the fine-tune get defaults
   config.sample.adapter_eval_seeds = args.seeds
+  if args.guidance is not None:
+    config.sample.guidance = args.guidance
   report = {}
   for weight in [float(w) for w in args.weights.split(",")]:
     adapted = apply_adapters(base, [f"{args.adapter}:{weight}"])

@@ -114,7 +114,11 @@ _MIN_SPAN = 0.5  # of the video: measured frames closer together than this give 
 def camera_of(video: np.ndarray, colour: str, names: list[str] = _NAMES) -> str | None:
   """The camera motion the video shows: "zoom_in" when the `colour` shape grows by
   _ZOOM_SCALE_GROWTH or more over the video (`scale_growth`), else None."""
-  growth = scale_growth(detect_colours(video, names) == names.index(colour))
+  return camera_from_growth(scale_growth(detect_colours(video, names) == names.index(colour)))
+
+
+def camera_from_growth(growth: float | None) -> str | None:
+  """`camera_of`'s decision from a `scale_growth` (None: no estimate, no camera motion seen)."""
   return "zoom_in" if growth is not None and growth >= _ZOOM_SCALE_GROWTH else None
 
 

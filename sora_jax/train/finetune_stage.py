@@ -18,12 +18,13 @@ from sora_jax.config import ConfigError, validate
 from sora_jax.data.video_io import write_video
 from sora_jax.evaluation.shapes import (
     analyse_video,
-    camera_of,
+    camera_from_growth,
     centroids,
     detect_colours,
     dominant_colour,
     eval_prompts,
     palette,
+    scale_growth,
     short_caption,
     trajectory_error,
 )
@@ -153,9 +154,10 @@ def finetune(base_dir, overrides, workdir):
 def evaluate_adapter(base, adapted, workdir, config):
   """The held-out shapes prompts (captions naming no camera; in the config's `data.colours`, taken
   in turn, where it names some: a new colour word) sampled over `sample.adapter_eval_seeds` seeds
-  with the base alone and with the adapter: how often the evaluator sees a camera motion, the
-  caption's colour (read back in a palette with the new colours) and its direction. Seed 0's
-  videos go to workdir/samples/{base,adapter}/."""
+  with the base alone and with the adapter: how often the evaluator sees a camera motion (and
+  how much the shapes grow: the spread of evaluation.shapes.scale_growth), the caption's colour
+  (read back in a palette with the new colours) and its direction. Seed 0's videos go to
+  workdir/samples/{base,adapter}/."""
   s = config.sample
   prompts = eval_prompts(num_frames=s.num_frames, height=s.height, width=s.width)
   colours = tuple(config.data.colours)
@@ -178,10 +180,15 @@ def evaluate_adapter(base, adapted, workdir, config):
               fps=s.fps,
           )
         r = analyse_video(video, p["colour"], p["direction"], p["shape"], names)
-        scores.append((camera_of(video, p["colour"], names), r["colour_ok"], r["direction_ok"]))
+        growth = scale_growth(detect_colours(video, names) == names.index(p["colour"]))
+        scores.append((growth, r["colour_ok"], r["direction_ok"]))
+    growths = [x[0] for x in scores if x[0] is not None]
     report[name] = {
         "videos": len(scores),
-        "camera": {c: float(np.mean([x[0] == c for x in scores])) for c in ("zoom_in",)},
+        "camera": {c: float(np.mean([camera_from_growth(x[0]) == c for x in scores])) for c in ("zoom_in",)},
+        # How much the shapes grow over a clip (the true zoom: 1.5x; none: 1x), over the videos
+        # where it could be read: the spread says how steadily a model holds sizes.
+        "scale_growth_p10_p50_p90": np.percentile(growths, [10, 50, 90]).tolist() if growths else None,
         "colour_accuracy": float(np.mean([x[1] for x in scores])),
         "direction_accuracy": float(np.mean([x[2] for x in scores])),
     }
