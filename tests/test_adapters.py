@@ -20,8 +20,10 @@ from sora_jax.cli import run
 from sora_jax.config import ConfigError
 from sora_jax.data.synthetic import ShapeSpec, ShapesSource, render
 from sora_jax.evaluation.shapes import camera_of, detect_colours, eval_prompts, scale_growth, true_spec
+from sora_jax.generate import Pipeline
 from sora_jax.nn.lora import LORA_KEYS, LoraSpec, lora, merge
 from sora_jax.train.checkpoint import Checkpointer
+from sora_jax.train.finetune_stage import saved_config
 from tests.helpers import init_params, model_inputs, packed, random_example, tiny_dit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,6 +202,12 @@ def test_finetune_saves_the_adapter_alone_and_samples_with_it(finetuned, tmp_pat
   assert all("block_1" in n for n in names)  # the temporal blocks only (block 1 of spatial, temporal)
   report = json.loads((ft / "finetune_eval.json").read_text())
   assert 0 < report["adapter_share"] < 0.05 and report["adapter"]["videos"] == 16
+  growth = report["adapter"]["scale_growth_p10_p50_p90"]
+  assert growth is None or growth == sorted(growth)
+  # The fine-tune's config read back over its base: the fine-tune's keys, and the base's elsewhere.
+  config = saved_config(Pipeline.load(str(base)).config, ft)
+  assert config.train.steps == 3 and config.data.camera == "zoom_in" and config.adapter.rank == 8
+  assert tuple(config.model.attention_patterns) == ("spatial", "temporal")
   assert len(list((ft / "samples" / "adapter").glob("*.mp4"))) == 16
   out = tmp_path / "zoom.mp4"
   run(

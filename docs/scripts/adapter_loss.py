@@ -14,9 +14,9 @@ import jax
 import numpy as np
 
 from sora_jax.adapters import load_adapter
-from sora_jax.generate import CONFIG_FILE, Pipeline
+from sora_jax.generate import Pipeline
 from sora_jax.train.dit_stage import dit_batches, dit_training, shapes_data
-from sora_jax.train.finetune_stage import overlay
+from sora_jax.train.finetune_stage import saved_config
 
 
 def main():
@@ -29,8 +29,7 @@ def main():
   parser.add_argument("--batches", type=int, default=30)
   args = parser.parse_args()
   base = Pipeline.load(args.base)
-  with open(os.path.join(args.adapter, CONFIG_FILE)) as f:
-    config = overlay(base.config, json.load(f))  # on the base's: keys newer than the fine-tune get defaults
+  config = saved_config(base.config, args.adapter)
   adapter, _, extra = load_adapter(args.adapter)
   with open(os.path.join(args.adapter, "latent_cache.pkl"), "rb") as f:
     data = shapes_data(config, pickle.load(f))

@@ -6,13 +6,12 @@ samples showing the learned camera motion, and colour and direction, move with -
 
 import argparse
 import json
-import os
 import tempfile
 
 
 from sora_jax.adapters import apply_adapters
-from sora_jax.generate import CONFIG_FILE, Pipeline
-from sora_jax.train.finetune_stage import evaluate_adapter, overlay
+from sora_jax.generate import Pipeline
+from sora_jax.train.finetune_stage import evaluate_adapter, saved_config
 
 
 def main():
@@ -26,8 +25,7 @@ def main():
   base = Pipeline.load(args.base)
   # The fine-tune's own config (the base's with its keys laid over): its data.colours decide
   # the prompts' colours, e.g. a new-colour adapter is scored on its new colour.
-  with open(os.path.join(args.adapter, CONFIG_FILE)) as f:
-    config = overlay(base.config, json.load(f))  # on the base's: keys newer than the fine-tune get defaults
+  config = saved_config(base.config, args.adapter)
   config.sample.adapter_eval_seeds = args.seeds
   if args.guidance is not None:
     config.sample.guidance = args.guidance

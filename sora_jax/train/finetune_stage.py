@@ -7,6 +7,7 @@ argument of every step; the state, and so every checkpoint, holds the adapter's 
 """
 
 import dataclasses
+import json
 import os
 import pickle
 
@@ -96,6 +97,13 @@ def overlay(base_config, overrides):
 
   put(config, overrides, "")
   return config
+
+
+def saved_config(base_config, folder):
+  """The config the fine-tune in `folder` ran with (its config.json), laid over the base's:
+  keys newer than the fine-tune take the base's values."""
+  with open(os.path.join(folder, CONFIG_FILE)) as f:
+    return overlay(base_config, json.load(f))
 
 
 def finetune(base_dir, overrides, workdir):
