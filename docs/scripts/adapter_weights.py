@@ -8,7 +8,6 @@ import argparse
 import json
 import tempfile
 
-
 from sora_jax.adapters import apply_adapters
 from sora_jax.generate import Pipeline
 from sora_jax.train.finetune_stage import evaluate_adapter, saved_config

@@ -114,7 +114,12 @@ _MIN_SPAN = 0.5  # of the video: measured frames closer together than this give 
 def camera_of(video: np.ndarray, colour: str, names: list[str] = _NAMES) -> str | None:
   """The camera motion the video shows: "zoom_in" when the `colour` shape grows by
   _ZOOM_SCALE_GROWTH or more over the video (`scale_growth`), else None."""
-  return camera_from_growth(scale_growth(detect_colours(video, names) == names.index(colour)))
+  return camera_from_growth(colour_growth(video, colour, names))
+
+
+def colour_growth(video: np.ndarray, colour: str, names: list[str] = _NAMES) -> float | None:
+  """`scale_growth` of the `colour` shape in `video` (palette `names`)."""
+  return scale_growth(detect_colours(video, names) == names.index(colour))
 
 
 def camera_from_growth(growth: float | None) -> str | None:

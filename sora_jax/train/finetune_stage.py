@@ -21,11 +21,11 @@ from sora_jax.evaluation.shapes import (
     analyse_video,
     camera_from_growth,
     centroids,
+    colour_growth,
     detect_colours,
     dominant_colour,
     eval_prompts,
     palette,
-    scale_growth,
     short_caption,
     trajectory_error,
 )
@@ -188,8 +188,7 @@ def evaluate_adapter(base, adapted, workdir, config):
               fps=s.fps,
           )
         r = analyse_video(video, p["colour"], p["direction"], p["shape"], names)
-        growth = scale_growth(detect_colours(video, names) == names.index(p["colour"]))
-        scores.append((growth, r["colour_ok"], r["direction_ok"]))
+        scores.append((colour_growth(video, p["colour"], names), r["colour_ok"], r["direction_ok"]))
     growths = [x[0] for x in scores if x[0] is not None]
     report[name] = {
         "videos": len(scores),
