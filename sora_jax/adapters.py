@@ -26,8 +26,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from sora_jax.config import ConfigError
+from sora_jax.config import ConfigError, default_config
 from sora_jax.files import write_json
+from sora_jax.models.build import build_dit
 from sora_jax.nn import lora as lora_lib
 
 ADAPTER_FILE = "adapter.json"
@@ -75,6 +76,11 @@ def _check_tora(c):
     raise ConfigError(f"adapter.sigma={a.sigma}: the Gaussian's std as a share of min(H, W), in (0, 1]")
   if not 0.0 <= a.dense_share <= 1.0:
     raise ConfigError(f"adapter.dense_share={a.dense_share} is a share; it must be in [0, 1]")
+  if not 1 <= a.levels <= c.model.depth:
+    raise ConfigError(
+        f"adapter.levels={a.levels}: the motion extractor's levels run from 1 (one feature for every "
+        f"block) to model.depth={c.model.depth} (one per block)"
+    )
   if c.data.latents or c.data.clips:
     raise ConfigError(
         "adapter.kind=tora trains on the shapes generator's tracks (data.tracks); data.latents / "
@@ -88,6 +94,7 @@ class Tora:
 
   extractor: str
   sigma: float
+  levels: int = 1  # the extractor's feature levels (models/motion.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +113,7 @@ class Adapter:
     if not a["kind"]:
       return None
     if a["kind"] == "tora":
-      return cls("tora", tora=Tora(a["extractor"], float(a["sigma"])))
+      return cls("tora", tora=Tora(a["extractor"], float(a["sigma"]), int(a.get("levels", 1))))
     spec = lora_lib.LoraSpec(a["rank"], float(a["alpha"]), tuple(a["targets"]), tuple(a["block_patterns"]))
     return cls(a["kind"], spec)
 
@@ -202,7 +209,9 @@ def write_identity(workdir, config, base_dir, base_hash):
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    if old["base"]["weights_sha256"] != base_hash or old["adapter"] != meta["adapter"]:
+    # Keys newer than the folder take their defaults (an older Tora folder had no levels).
+    old_adapter = {**_as_json(default_config().adapter.to_dict()), **old["adapter"]}
+    if old["base"]["weights_sha256"] != base_hash or old_adapter != meta["adapter"]:
       raise ConfigError(
           f"{workdir} holds a fine-tune of another base or adapter ({old['base']['workdir']}, "
           f"{old['adapter']['kind']}); give a new --workdir"
@@ -262,7 +271,7 @@ def apply_adapters(pipe, flags):
     params = adapter.merged(params, extra, weight)
     if adapter.tora:  # sampling then takes trajectories, made into tokens as this adapter's were
       config = pipe.config.copy_and_resolve_references()
-      for key in ("kind", "extractor", "sigma"):
-        config.adapter[key] = meta["adapter"][key]
-      pipe = dataclasses.replace(pipe, config=config)
+      for key in ("kind", "extractor", "sigma", "levels"):
+        config.adapter[key] = meta["adapter"].get(key, config.adapter[key])  # older ones lack levels
+      pipe = dataclasses.replace(pipe, config=config, dit=build_dit(config))
   return dataclasses.replace(pipe, dit_params=params)

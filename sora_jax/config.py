@@ -186,6 +186,7 @@ def default_config():
   c.adapter.extractor = "vae"  # tora: displacement maps to tokens by the frozen VAE | a learned conv
   c.adapter.sigma = 0.06  # tora: Gaussian spread of a track's displacement, x min(H, W)
   c.adapter.dense_share = 0.5  # tora training: examples given the shape's dense flow, not its track
+  c.adapter.levels = 1  # tora: motion features, 1 shared by every block .. model.depth (one per block)
 
   c.sample = ml_collections.ConfigDict()
   c.sample.steps = 30
@@ -201,6 +202,19 @@ def default_config():
   # ("joint") or keeps it ("caption"); joint: TrajError 0.072 against 0.090 (docs/benchmarks.md).
   c.sample.trajectory_guidance = "joint"
   c.sample.eval_modes = "all"  # prompting modes the evaluation scores besides text-to-video
+  return c
+
+
+def finetune_config(adapter, **sections):
+  """A fine-tune config (configs/finetune/), laid over the base run's config by `sora-jax
+  finetune`. Its adapter section is whole (the defaults, then `adapter`: a base has none of its
+  own), so `--config.adapter.KEY=VALUE` reaches every adapter key; the other sections hold only
+  the keys given, since a default there would overwrite the base's value, and so only those
+  take overrides."""
+  c = ml_collections.ConfigDict({"adapter": default_config().adapter.to_dict()})
+  c.adapter.update(adapter)
+  for name, keys in sections.items():
+    c[name] = keys
   return c
 
 

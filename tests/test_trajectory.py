@@ -19,7 +19,7 @@ from sora_jax.data import synthetic, trajectory
 from sora_jax.data.video_io import read_video
 from sora_jax.evaluation.shapes import centroids, trajectory_error
 from sora_jax.generate import Pipeline, Request
-from sora_jax.models.motion import group_norm
+from sora_jax.models.motion import MotionExtractor, block_level, group_norm
 from sora_jax.train.checkpoint import Checkpointer
 from tests.helpers import init_params, model_inputs, packed, random_example, tiny_dit
 
@@ -119,15 +119,16 @@ def _motion_batch(with_motion=(True, False)):
   return examples, batch, places, np.full(batch["grid"].shape[:2], 0.5, np.float32)
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_fuser_is_the_identity_at_init_and_for_zero_motion(scan):
+@pytest.mark.parametrize("scan, levels", [(False, 1), (True, 1), (False, 3), (True, 3)])
+def test_fuser_is_the_identity_at_init_and_for_zero_motion(scan, levels):
   _, batch, _, t = _motion_batch()
-  model = tiny_dit(scan_layers=scan, attention_patterns=("full",))
+  model = tiny_dit(scan_layers=scan, attention_patterns=("full",), motion_levels=levels)
   base = nn.meta.unbox(init_params(model, batch, perturb=True))
   full = model.init(jax.random.key(1), *model_inputs(batch, t), None, batch["motion"])["params"]
   extra = nn.meta.unbox(new_params(full, base))
   names = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(extra)}
   assert any("motion_extractor" in n for n in names) and any("motion_fuser" in n for n in names)
+  assert sum(f"level_{levels - 1}_out" in n for n in names) == (levels > 1)
   y_base = model.apply({"params": base}, *model_inputs(batch, t))
   y_init = model.apply({"params": join(base, extra)}, *model_inputs(batch, t), None, batch["motion"])
   np.testing.assert_array_equal(np.asarray(y_init), np.asarray(y_base))  # gamma, beta = 0
@@ -148,9 +149,10 @@ def test_fuser_is_the_identity_at_init_and_for_zero_motion(scan):
   )
 
 
-def test_packed_with_and_without_trajectories_equals_each_alone():
+@pytest.mark.parametrize("levels", [1, 2])
+def test_packed_with_and_without_trajectories_equals_each_alone(levels):
   examples, batch, places, t = _motion_batch()
-  model = tiny_dit()
+  model = tiny_dit(motion_levels=levels)
   params = init_params(model, batch, perturb=True)
   full = model.init(jax.random.key(1), *model_inputs(batch, t), None, batch["motion"])["params"]
   extra = jax.tree.map(lambda a: a + 0.1, nn.meta.unbox(new_params(full, nn.meta.unbox(params))))
@@ -161,6 +163,20 @@ def test_packed_with_and_without_trajectories_equals_each_alone():
     y = model.apply({"params": params}, *model_inputs(alone, t[:, :4]), None, alone["motion"])
     n = len(ex["tokens"])
     np.testing.assert_allclose(np.asarray(out[r, offset : offset + n]), np.asarray(y[0, :n]), atol=2e-5)
+
+
+def test_hierarchical_extractor_gives_each_run_of_blocks_its_level():
+  assert [block_level(i, 4, 2) for i in range(4)] == [0, 0, 1, 1]
+  assert [block_level(i, 3, 3) for i in range(3)] == [0, 1, 2]
+  assert [block_level(i, 3, 1) for i in range(3)] == [0, 0, 0]
+  extractor = MotionExtractor(16, levels=3)
+  motion = np.random.default_rng(0).normal(size=(1, 5, MOTION_DIM)).astype(np.float32)
+  params = extractor.init(jax.random.key(0), motion)
+  features = extractor.apply(params, motion)
+  assert len(features) == 3 and all(f.shape == (1, 5, 16) for f in features)
+  assert float(np.abs(np.asarray(features[2] - features[1])).min()) > 0  # each level adds its own
+  for f in extractor.apply(params, 0 * motion):  # no trajectory: zero features at every level
+    np.testing.assert_array_equal(np.asarray(f), 0.0)
 
 
 def test_group_norm_is_per_token():
@@ -204,6 +220,8 @@ def test_tora_adapter_settings_are_checked():
       ("extractor", "flow", "adapter.extractor='flow'; choose from"),
       ("sigma", 0.0, "adapter.sigma=0.0"),
       ("dense_share", 2.0, "adapter.dense_share=2.0 is a share"),
+      ("levels", 0, r"adapter.levels=0: the motion extractor's levels run from 1"),
+      ("levels", c.model.depth + 1, rf"to model.depth={c.model.depth} \(one per block\)"),
   ):
     bad = c.copy_and_resolve_references()
     bad.adapter[key] = value
@@ -230,6 +248,7 @@ def test_finetune_tora_and_sample_along_a_trajectory(tmp_path, capsys):
           TORA,
           f"--workdir={ft}",
           "--config.adapter.extractor=conv",
+          "--config.adapter.levels=2",  # Tora's hierarchy: the export and --adapter rebuild it
           "--config.train.steps=2",
           "--config.data.num_examples=8",
           "--config.sample.adapter_eval_seeds=1",

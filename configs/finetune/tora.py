@@ -13,16 +13,17 @@ by a learned strided causal 3D conv (`--config.adapter.extractor=vae`: Tora's, t
 flow-coloured video through the frozen VAE); the extractor and the per-block fusers
 (models/motion.py) train, the base stays frozen. On the main job: TrajError 0.041 on held-out
 paths (the VAE extractor: 0.047) against 0.300 without control, 26-32 min on 2 CPU cores
-(docs/benchmarks.md, "Tora"). Keys here are laid over the base run's config.
+(docs/benchmarks.md, "Tora"). Keys here are laid over the base run's config
+(`--config.KEY=VALUE` overrides any adapter key and the other keys named here).
 """
 
-import ml_collections
+from sora_jax.config import finetune_config
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.adapter = dict(kind="tora", extractor="conv", sigma=0.06, dense_share=0.5)  # conv: measured best
-  c.data = dict(tracks=("bezier", "zigzag", "circle", "stop"), num_examples=600)
-  c.train = dict(steps=6000, lr=1e-3, warmup=50, checkpoint_every=1000)
-  c.sample = dict(adapter_eval_seeds=3)  # held-out prompts x seeds, with the adapter and without
-  return ml_collections.ConfigDict(c)
+  return finetune_config(
+      adapter=dict(kind="tora", extractor="conv", sigma=0.06, dense_share=0.5),  # conv: measured best
+      data=dict(tracks=("bezier", "zigzag", "circle", "stop"), num_examples=600),
+      train=dict(steps=6000, lr=1e-3, warmup=50, checkpoint_every=1000),
+      sample=dict(adapter_eval_seeds=3),  # held-out prompts x seeds, with the adapter and without
+  )

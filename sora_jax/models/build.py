@@ -49,6 +49,7 @@ def build_dit(config):
       scan_layers=m.scan_layers,
       long_skips=m.long_skips,
       logit_multiplier=attention_logit_multiplier(m),
+      motion_levels=config.adapter.levels if config.adapter.kind == "tora" else 1,
   )
 
 

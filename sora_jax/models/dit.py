@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sora_jax.models.motion import MotionExtractor, MotionFuser
+from sora_jax.models.motion import MotionExtractor, MotionFuser, block_level
 from sora_jax.nn.embeddings import rope_3d, separable_sincos, timestep_embedding
 from sora_jax.nn.layers import Attention, Mlp, constrain, dense, layer_norm, modulate
 
@@ -127,11 +127,20 @@ class BlockGroup(nn.Module):
   settings: BlockSettings
 
   @nn.compact
-  def __call__(self, x, inputs):
-    cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids, motion = inputs
+  def __call__(self, x, inputs, motion):
+    """motion: None, or this group's features, one per block [len(patterns), B, L, width]."""
+    cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids = inputs
     for j, pattern in enumerate(self.patterns):
       x = DiTBlock(self.settings, pattern, name=f"block_{j}")(
-          x, cond, segment_ids, cond_mask, attn_ids[j], rope, text, text_ids, motion
+          x,
+          cond,
+          segment_ids,
+          cond_mask,
+          attn_ids[j],
+          rope,
+          text,
+          text_ids,
+          None if motion is None else motion[j],
       )
     return x, None
 
@@ -143,7 +152,8 @@ class DiT(nn.Module):
     tokens [B, L, patch_dim], segment_ids [B, L], positions [B, L, 3], cond_mask [B, L],
     timesteps [B, E] in [0, 1], text_ids [B, E, Lt] (ids for `text_encoder`; PAD = 0), and with
     a frozen encoder outside the model (text_encoder None) its output text_embeds [B, E, Lt, D];
-    with a Tora adapter, motion [B, L, Dm] (data/trajectory.py; zeros: no trajectory).
+    with a Tora adapter, motion [B, L, Dm] (data/trajectory.py; zeros: no trajectory), made into
+    `motion_levels` features (models/motion.py: 1 shared by all blocks, or Tora's hierarchy).
   Output: [B, L, patch_dim] (velocity / eps / v prediction, per the objective).
   """
 
@@ -162,6 +172,7 @@ class DiT(nn.Module):
   scan_layers: bool = False  # nn.scan over groups of len(attention_patterns) blocks
   long_skips: bool = False  # U-ViT: block i's output joins the input of block depth-1-i
   logit_multiplier: float = 1.0
+  motion_levels: int = 1  # Tora: the motion extractor's levels, each feeding depth / levels blocks
 
   @nn.compact
   def __call__(
@@ -210,8 +221,10 @@ class DiT(nn.Module):
         rope,
         context,
         text_ids_flat,
-        None if motion is None else MotionExtractor(self.width, self.dtype, name="motion_extractor")(motion),
     )
+    if motion is not None:
+      levels = MotionExtractor(self.width, self.motion_levels, self.dtype, name="motion_extractor")(motion)
+      motion = [levels[block_level(i, self.depth, self.motion_levels)] for i in range(self.depth)]
     settings = BlockSettings(
         self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl, self.logit_multiplier
     )
@@ -224,11 +237,13 @@ class DiT(nn.Module):
           group,
           variable_axes={"params": 0},
           split_rngs={"params": True},
-          in_axes=nn.broadcast,
+          in_axes=(nn.broadcast, 0),  # the motion features are per block: scanned
           length=self.depth // len(patterns),
           metadata_params={nn.PARTITION_NAME: "layers"},
       )
-      x, _ = scanned(patterns, settings, name="blocks")(x, inputs)
+      if motion is not None:  # [groups, len(patterns), B, L, width]
+        motion = jnp.stack(motion).reshape(-1, len(patterns), *motion[0].shape)
+      x, _ = scanned(patterns, settings, name="blocks")(x, inputs, motion)
     else:
       block = DiTBlock if self.remat == "none" else nn.remat(DiTBlock, policy=policy)
       skips = []
@@ -237,7 +252,7 @@ class DiT(nn.Module):
           x = self._join_skip(x, skips.pop(), i)
         attn_ids = inputs[3][i % len(patterns)]
         x = block(settings, patterns[i % len(patterns)], name=f"block_{i}")(
-            x, *inputs[:3], attn_ids, *inputs[4:]
+            x, *inputs[:3], attn_ids, *inputs[4:], None if motion is None else motion[i]
         )
         if self.long_skips and i < self.depth // 2:
           skips.append(x)

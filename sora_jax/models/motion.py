@@ -1,8 +1,11 @@
 """Tora's motion path inside the DiT: per-token motion features and the motion-guidance fuser.
 
 `MotionExtractor` turns each token's motion input (data/trajectory.py's motion tokens, zeros for
-an example without a trajectory) into a feature of the model's width; every block's
-`MotionFuser` then applies adaptive normalisation, Tora's best of its three fusers:
+an example without a trajectory) into features of the model's width: one shared by every block,
+or, with `levels` > 1, Tora's hierarchical extractor, a chain of residual levels whose k-th
+output feeds the k-th of `levels` equal runs of blocks (deeper blocks read deeper features, as
+Tora gives each DiT layer its own level). Every block's `MotionFuser` then applies adaptive
+normalisation, Tora's best of its three fusers:
 
   h <- h + GN(h) * gamma(m) + beta(m)
 
@@ -38,16 +41,31 @@ def _dense(features, axes, dtype, name, init=XAVIER):
 
 
 class MotionExtractor(nn.Module):
-  """Motion tokens [B, L, D] -> features [B, L, width]: a (strided causal 3D conv, as a Dense on
-  each token's volume) then an MLP; shared by every block's fuser."""
+  """Motion tokens [B, L, D] -> `levels` features, each [B, L, width]: a (strided causal 3D conv,
+  as a Dense on each token's volume) then an MLP gives level 0; each further level adds a
+  residual block, h + W2 silu(N(W1 silu(N(h)))) (N: a per-token norm), to the one before. Tora's levels are conv
+  ResNet blocks with BatchNorm; here they are per token with a per-token GroupNorm, so that a
+  packed row still gives each example what it gives alone (batch statistics would mix them)."""
 
   width: int
+  levels: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, motion):
     h = _dense(self.width, ("patch", "embed"), self.dtype, "embed")(motion.astype(self.dtype))
-    return _dense(self.width, ("mlp", "embed"), self.dtype, "mlp")(nn.silu(h))
+    h = _dense(self.width, ("mlp", "embed"), self.dtype, "mlp")(nn.silu(h))
+    features = [h]
+    for k in range(1, self.levels):  # one group: the norm keeps every channel however narrow the width
+      r = _dense(self.width, ("embed", "mlp"), self.dtype, f"level_{k}_in")(nn.silu(group_norm(h, 1)))
+      h = h + _dense(self.width, ("mlp", "embed"), self.dtype, f"level_{k}_out")(nn.silu(group_norm(r, 1)))
+      features.append(h)
+    return tuple(features)
+
+
+def block_level(block, depth, levels):
+  """Which of `levels` features block `block` of `depth` reads: equal runs, in order."""
+  return block * levels // depth
 
 
 class MotionFuser(nn.Module):
