@@ -127,9 +127,10 @@ class BlockGroup(nn.Module):
   settings: BlockSettings
 
   @nn.compact
-  def __call__(self, x, inputs, motion):
-    """motion: None, or this group's features, one per block [len(patterns), B, L, width]."""
-    cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids = inputs
+  def __call__(self, x, inputs, level_index):
+    """inputs end with the motion features stacked [levels, B, L, width] (or None); level_index
+    [len(patterns)]: which level each of this group's blocks reads."""
+    cond, segment_ids, cond_mask, attn_ids, rope, text, text_ids, levels = inputs
     for j, pattern in enumerate(self.patterns):
       x = DiTBlock(self.settings, pattern, name=f"block_{j}")(
           x,
@@ -140,7 +141,7 @@ class BlockGroup(nn.Module):
           rope,
           text,
           text_ids,
-          None if motion is None else motion[j],
+          None if levels is None else levels[level_index[j]],
       )
     return x, None
 
@@ -222,9 +223,10 @@ class DiT(nn.Module):
         context,
         text_ids_flat,
     )
+    levels = None
     if motion is not None:
       levels = MotionExtractor(self.width, self.motion_levels, self.dtype, name="motion_extractor")(motion)
-      motion = [levels[block_level(i, self.depth, self.motion_levels)] for i in range(self.depth)]
+    level_of = [block_level(i, self.depth, self.motion_levels) for i in range(self.depth)]
     settings = BlockSettings(
         self.num_heads, self.mlp_ratio, self.qk_norm, self.dtype, self.attention_impl, self.logit_multiplier
     )
@@ -237,13 +239,13 @@ class DiT(nn.Module):
           group,
           variable_axes={"params": 0},
           split_rngs={"params": True},
-          in_axes=(nn.broadcast, 0),  # the motion features are per block: scanned
+          in_axes=(nn.broadcast, 0),  # each block's motion level: scanned (the levels broadcast, once each)
           length=self.depth // len(patterns),
           metadata_params={nn.PARTITION_NAME: "layers"},
       )
-      if motion is not None:  # [groups, len(patterns), B, L, width]
-        motion = jnp.stack(motion).reshape(-1, len(patterns), *motion[0].shape)
-      x, _ = scanned(patterns, settings, name="blocks")(x, inputs, motion)
+      stacked = None if levels is None else jnp.stack(levels)
+      level_index = jnp.asarray(level_of, jnp.int32).reshape(-1, len(patterns))
+      x, _ = scanned(patterns, settings, name="blocks")(x, (*inputs, stacked), level_index)
     else:
       block = DiTBlock if self.remat == "none" else nn.remat(DiTBlock, policy=policy)
       skips = []
@@ -252,7 +254,7 @@ class DiT(nn.Module):
           x = self._join_skip(x, skips.pop(), i)
         attn_ids = inputs[3][i % len(patterns)]
         x = block(settings, patterns[i % len(patterns)], name=f"block_{i}")(
-            x, *inputs[:3], attn_ids, *inputs[4:], None if motion is None else motion[i]
+            x, *inputs[:3], attn_ids, *inputs[4:], None if levels is None else levels[level_of[i]]
         )
         if self.long_skips and i < self.depth // 2:
           skips.append(x)
