@@ -12,7 +12,8 @@ maps of each frame's move and where the point is (data/trajectory.py), made into
 by a learned strided causal 3D conv (`--config.adapter.extractor=vae`: Tora's, the maps as a
 flow-coloured video through the frozen VAE); the extractor and the per-block fusers
 (models/motion.py) train, the base stays frozen. On the main job: TrajError 0.041 on held-out
-paths (the VAE extractor: 0.047) against 0.300 without control, 26-32 min on 2 CPU cores
+paths (the VAE extractor: 0.047; `--config.adapter.levels=4`, Tora's hierarchical
+extractor with a level per block: 0.081) against 0.300 without control, 26-32 min on 2 CPU cores
 (docs/benchmarks.md, "Tora"). Keys here are laid over the base run's config
 (`--config.KEY=VALUE` overrides any adapter key and the other keys named here).
 """
