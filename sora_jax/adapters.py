@@ -271,7 +271,7 @@ def apply_adapters(pipe, flags):
     params = adapter.merged(params, extra, weight)
     if adapter.tora:  # sampling then takes trajectories, made into tokens as this adapter's were
       config = pipe.config.copy_and_resolve_references()
-      for key in ("kind", "extractor", "sigma", "levels"):
+      for key in ("kind", *(f.name for f in dataclasses.fields(Tora))):  # the settings of_section reads
         config.adapter[key] = meta["adapter"].get(key, config.adapter[key])  # older ones lack levels
       pipe = dataclasses.replace(pipe, config=config, dit=build_dit(config))
   return dataclasses.replace(pipe, dit_params=params)

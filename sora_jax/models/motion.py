@@ -43,9 +43,10 @@ def _dense(features, axes, dtype, name, init=XAVIER):
 class MotionExtractor(nn.Module):
   """Motion tokens [B, L, D] -> `levels` features, each [B, L, width]: a (strided causal 3D conv,
   as a Dense on each token's volume) then an MLP gives level 0; each further level adds a
-  residual block, h + W2 silu(N(W1 silu(N(h)))) (N: a per-token norm), to the one before. Tora's levels are conv
-  ResNet blocks with BatchNorm; here they are per token with a per-token GroupNorm, so that a
-  packed row still gives each example what it gives alone (batch statistics would mix them)."""
+  residual block, h + W2 silu(N(W1 silu(N(h)))), to the one before, N normalising each token
+  over all its channels. Tora's levels are conv ResNet blocks with BatchNorm; here they are per
+  token, so that a packed row still gives each example what it gives alone (batch statistics
+  would mix them)."""
 
   width: int
   levels: int = 1
@@ -56,7 +57,8 @@ class MotionExtractor(nn.Module):
     h = _dense(self.width, ("patch", "embed"), self.dtype, "embed")(motion.astype(self.dtype))
     h = _dense(self.width, ("mlp", "embed"), self.dtype, "mlp")(nn.silu(h))
     features = [h]
-    for k in range(1, self.levels):  # one group: the norm keeps every channel however narrow the width
+    # One group: with a channel a group (GROUPS at width 32), the norm's output would be 0.
+    for k in range(1, self.levels):
       r = _dense(self.width, ("embed", "mlp"), self.dtype, f"level_{k}_in")(nn.silu(group_norm(h, 1)))
       h = h + _dense(self.width, ("mlp", "embed"), self.dtype, f"level_{k}_out")(nn.silu(group_norm(r, 1)))
       features.append(h)
