@@ -19,7 +19,7 @@ from sora_jax.data import synthetic, trajectory
 from sora_jax.data.video_io import read_video
 from sora_jax.evaluation.shapes import centroids, trajectory_error
 from sora_jax.generate import Pipeline, Request
-from sora_jax.models.motion import MotionExtractor, block_level, group_norm
+from sora_jax.models.motion import MotionExtractor, MotionFuser, block_level, fuser_groups, group_norm
 from sora_jax.train.checkpoint import Checkpointer
 from tests.helpers import init_params, model_inputs, packed, random_example, tiny_dit
 
@@ -184,6 +184,27 @@ def test_group_norm_is_per_token():
   one = np.asarray(group_norm(h[:, :1], 2))
   np.testing.assert_allclose(np.asarray(group_norm(h, 2))[:, :1], one, atol=1e-6)
   np.testing.assert_allclose(one.reshape(2, 4).mean(-1), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("width, groups", [(16, 8), (32, 16), (48, 16), (128, 32)])
+def test_fuser_gamma_acts_at_every_width(width, groups):
+  # With a channel a group (32 groups at width <= 32) the norm is 0 and gamma would do nothing.
+  assert fuser_groups(width) == groups
+  rng = np.random.default_rng(0)
+  h, feature = (rng.normal(size=(1, 3, width)).astype(np.float32) for _ in range(2))
+  fuser = MotionFuser()
+  kernel = np.zeros_like(
+      nn.meta.unbox(fuser.init(jax.random.PRNGKey(0), h, feature))["params"]["gamma_beta"]["kernel"]
+  )
+  kernel[:, :width] = 0.1  # gamma only; beta stays 0
+  assert (
+      float(
+          np.abs(
+              np.asarray(fuser.apply({"params": {"gamma_beta": {"kernel": kernel}}}, h, feature)) - h
+          ).min()
+      )
+      > 0
+  )
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from sora_jax.nn.layers import XAVIER, named
 
-GROUPS = 32  # GroupNorm's groups over the width (fewer where the width has no 32 divisor)
+GROUPS = 32  # the fuser's GroupNorm groups over the width (fewer: see fuser_groups)
 
 
 def group_norm(h, groups):
@@ -34,6 +34,14 @@ def group_norm(h, groups):
   g = h.astype(jnp.float32).reshape(*shape[:-1], groups, shape[-1] // groups)
   g = (g - g.mean(-1, keepdims=True)) * jnp.reciprocal(jnp.sqrt(g.var(-1, keepdims=True) + 1e-6))
   return g.reshape(shape).astype(h.dtype)
+
+
+def fuser_groups(width):
+  """The fuser's GroupNorm groups at `width`: gcd(GROUPS, width), unless that leaves one channel
+  a group (width <= 32), whose norm is always 0 and would leave gamma dead: then 2 channels a
+  group."""
+  groups = math.gcd(GROUPS, width)
+  return groups if width // groups >= 2 else max(1, width // 2)
 
 
 def _dense(features, axes, dtype, name, init=XAVIER):
@@ -83,4 +91,4 @@ class MotionFuser(nn.Module):
         nn.silu(feature)
     )
     gamma, beta = jnp.split(mod, 2, axis=-1)
-    return h + group_norm(h, math.gcd(GROUPS, width)) * gamma + beta
+    return h + group_norm(h, fuser_groups(width)) * gamma + beta
