@@ -18,7 +18,7 @@ from configs.shapes import get_config
 from sora_jax.adapters import Adapter, join, new_params, parse_adapter_flag
 from sora_jax.cli import run
 from sora_jax.config import ConfigError
-from sora_jax.data.synthetic import ShapeSpec, ShapesSource, render
+from sora_jax.data.synthetic import ShapeSpec, ShapesSource, filmed, render
 from sora_jax.evaluation.shapes import camera_of, detect_colours, eval_prompts, scale_growth, true_spec
 from sora_jax.generate import Pipeline
 from sora_jax.nn.lora import LORA_KEYS, LoraSpec, lora, merge
@@ -131,6 +131,19 @@ def test_zoom_camera_is_seen_by_the_evaluator():
       assert [i for i, c in enumerate(seen) if c != "zoom_in"] == [16 + 9]
 
 
+def test_filming_a_video_with_the_camera_reads_as_the_true_zoom():
+  # A perfect adapter's ceiling (finetune_eval.json's base_filmed) films the base's samples with
+  # the camera: on true videos that must read as the rendered zoom does.
+  for i, p in enumerate(eval_prompts()[:4]):
+    spec = true_spec(p, i)
+    still, zoomed = render(spec), render(dataclasses.replace(spec, camera="zoom_in"))
+    shot = filmed(still, "zoom_in")
+    np.testing.assert_array_equal(shot[0], still[0])
+    assert camera_of(shot, p["colour"]) == "zoom_in" and camera_of(still, p["colour"]) is None
+    shape = detect_colours(shot) == detect_colours(zoomed)
+    assert shape.mean() > 0.97  # the same pixels, up to nearest-neighbour edges
+
+
 def test_scale_growth_reads_a_clipped_zoom():
   # A square zoomed 1.5x about the frame centre from near the top edge, so the top edge clips it
   # for most of the video: its visible area stops growing, the scale read from its spreads does not.
@@ -204,6 +217,7 @@ def test_finetune_saves_the_adapter_alone_and_samples_with_it(finetuned, tmp_pat
   assert 0 < report["adapter_share"] < 0.05 and report["adapter"]["videos"] == 16
   growth = report["adapter"]["scale_growth_p10_p50_p90"]
   assert growth is None or growth == sorted(growth)
+  assert report["base_filmed"]["videos"] == 16 and 0 <= report["base_filmed"]["camera"]["zoom_in"] <= 1
   # The fine-tune's config read back over its base: the fine-tune's keys, and the base's elsewhere.
   config = saved_config(Pipeline.load(str(base)).config, ft)
   assert config.train.steps == 3 and config.data.camera == "zoom_in" and config.adapter.rank == 8

@@ -35,6 +35,8 @@ def main():
       scores = evaluate_adapter(base, adapted, scratch, config)
     report[weight] = scores["adapter"]
     report["base"] = scores["base"]
+    if "base_filmed" in scores:  # a camera adapter: a perfect one's share on this base
+      report["base_filmed"] = scores["base_filmed"]
     print(weight, json.dumps(scores["adapter"]), flush=True)
   print(json.dumps(report, indent=1))
 

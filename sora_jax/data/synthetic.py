@@ -317,6 +317,14 @@ def render(spec: ShapeSpec) -> np.ndarray:
   return video
 
 
+def filmed(video: np.ndarray, camera: str) -> np.ndarray:
+  """`video` [T, H, W, C] as the CAMERAS motion `camera` films it: frame t scaled about the frame
+  centre by CAMERAS[camera] ** t (nearest neighbour). What a perfect camera adapter would make
+  of a base's own samples (finetune_eval.json's `base_filmed`)."""
+  centre = (np.asarray(video.shape[1:3], np.float64) - 1) / 2
+  return np.stack([_zoomed(frame, CAMERAS[camera] ** t, centre) for t, frame in enumerate(video)])
+
+
 def _zoomed(bg: np.ndarray, zoom: float, centre: np.ndarray) -> np.ndarray:
   if zoom == 1.0:
     return bg

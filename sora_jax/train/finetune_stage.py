@@ -31,7 +31,7 @@ from sora_jax.evaluation.shapes import (
 )
 from sora_jax.data import trajectory
 from sora_jax.data.latents import encode_videos, standardise
-from sora_jax.data.synthetic import TRACKS, curved_path, shape_masks
+from sora_jax.data.synthetic import TRACKS, curved_path, filmed, shape_masks
 from sora_jax.files import atomic_path, write_json
 from sora_jax.generate import CONFIG_FILE, Pipeline, Request, sample_settings
 from sora_jax.models.build import frozen_encoder
@@ -164,7 +164,9 @@ def evaluate_adapter(base, adapted, workdir, config):
   in turn, where it names some: a new colour word) sampled over `sample.adapter_eval_seeds` seeds
   with the base alone and with the adapter: how often the evaluator sees a camera motion (and
   how much the shapes grow: the spread of evaluation.shapes.scale_growth), the caption's colour
-  (read back in a palette with the new colours) and its direction. Seed 0's videos go to
+  (read back in a palette with the new colours) and its direction. For a camera adapter,
+  `base_filmed` scores the base's own samples filmed by the true camera: a perfect adapter's
+  share on this base, since the base's own size wander stays in them. Seed 0's videos go to
   workdir/samples/{base,adapter}/."""
   s = config.sample
   prompts = eval_prompts(num_frames=s.num_frames, height=s.height, width=s.width)
@@ -177,7 +179,7 @@ def evaluate_adapter(base, adapted, workdir, config):
   captions = [p["caption"] for p in prompts]
   report = {}
   for name, pipe in (("base", base), ("adapter", adapted)):
-    scores = []
+    scores, filmed_growths = [], []
     for seed in range(s.adapter_eval_seeds):
       videos = pipe.generate(captions, seed=seed, **sample_settings(config))
       for i, (p, video) in enumerate(zip(prompts, videos)):
@@ -189,17 +191,28 @@ def evaluate_adapter(base, adapted, workdir, config):
           )
         r = analyse_video(video, p["colour"], p["direction"], p["shape"], names)
         scores.append((colour_growth(video, p["colour"], names), r["colour_ok"], r["direction_ok"]))
-    growths = [x[0] for x in scores if x[0] is not None]
+        if name == "base" and config.data.camera:
+          filmed_growths.append(colour_growth(filmed(video, config.data.camera), p["colour"], names))
     report[name] = {
         "videos": len(scores),
-        "camera": {c: float(np.mean([camera_from_growth(x[0]) == c for x in scores])) for c in ("zoom_in",)},
-        # How much the shapes grow over a clip (the true zoom: 1.5x; none: 1x), over the videos
-        # where it could be read: the spread says how steadily a model holds sizes.
-        "scale_growth_p10_p50_p90": np.percentile(growths, [10, 50, 90]).tolist() if growths else None,
+        **camera_scores([x[0] for x in scores]),
         "colour_accuracy": float(np.mean([x[1] for x in scores])),
         "direction_accuracy": float(np.mean([x[2] for x in scores])),
     }
+    if filmed_growths:
+      report["base_filmed"] = {"videos": len(filmed_growths), **camera_scores(filmed_growths)}
   return report
+
+
+def camera_scores(growths):
+  """The share of videos seen with each camera motion, and how much their shapes grow over a clip
+  (the true zoom: 1.5x; none: 1x) over the videos where it could be read: the spread says how
+  steadily a model holds sizes."""
+  known = [g for g in growths if g is not None]
+  return {
+      "camera": {c: float(np.mean([camera_from_growth(g) == c for g in growths])) for c in ("zoom_in",)},
+      "scale_growth_p10_p50_p90": np.percentile(known, [10, 50, 90]).tolist() if known else None,
+  }
 
 
 def evaluate_tora(base, adapted, workdir, config):
