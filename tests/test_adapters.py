@@ -18,7 +18,7 @@ from configs.shapes import get_config
 from sora_jax.adapters import Adapter, join, new_params, parse_adapter_flag
 from sora_jax.cli import run
 from sora_jax.config import ConfigError
-from sora_jax.data.synthetic import ShapeSpec, ShapesSource, filmed, render
+from sora_jax.data.synthetic import COLOURS, ShapeSpec, ShapesSource, filmed, render
 from sora_jax.evaluation.shapes import camera_of, detect_colours, eval_prompts, scale_growth, true_spec
 from sora_jax.generate import Pipeline
 from sora_jax.nn.lora import LORA_KEYS, LoraSpec, lora, merge
@@ -140,8 +140,9 @@ def test_filming_a_video_with_the_camera_reads_as_the_true_zoom():
     shot = filmed(still, "zoom_in")
     np.testing.assert_array_equal(shot[0], still[0])
     assert camera_of(shot, p["colour"]) == "zoom_in" and camera_of(still, p["colour"]) is None
-    shape = detect_colours(shot) == detect_colours(zoomed)
-    assert shape.mean() > 0.97  # the same pixels, up to nearest-neighbour edges
+    # The same shape pixels, up to nearest-neighbour edges (IoU over the clip 0.91-0.95 here).
+    a, b = (detect_colours(v) == list(COLOURS).index(p["colour"]) for v in (shot, zoomed))
+    assert (a & b).sum() / (a | b).sum() > 0.9
 
 
 def test_scale_growth_reads_a_clipped_zoom():
